@@ -1,0 +1,127 @@
+"""ZeroShotRewardModel: reward shapes, trainer contracts, bad input."""
+import math
+import pickle
+import threading
+
+import pytest
+
+from zyn import InputError, ZeroShotRewardModel, ZynError
+from zyn.scoring import logit
+
+
+@pytest.fixture
+def rm(tiny_causal):
+    return ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+
+
+TEXTS = ["A great film", "awful, boring", "fine", ""]
+
+
+def test_is_not_a_module(rm):
+    import torch
+    assert not isinstance(rm, torch.nn.Module)
+
+
+@pytest.mark.parametrize("shape", ["prob", "logodds", "zyn", "logprob"])
+def test_reward_shapes_agree_with_p(tiny_causal, shape):
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", reward=shape)
+    s = rm.score_detailed(TEXTS)
+    for p, r in zip(s.p_yes, s.rewards):
+        expected = {"prob": p, "logodds": math.log(p / (1 - p)), "zyn": (p - 0.5) * 10, "logprob": math.log(p)}[shape]
+        assert r == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_no_question_contributes_p_no(rm):
+    s = rm.score_detailed(TEXTS)
+    for i in range(len(TEXTS)):
+        p_fa, p_rep = s.per_question["filmaffinity"][i], s.per_question["repetitive"][i]
+        # Eq. 4: mean of P(yes | filmaffinity) and P(no | repetitive)
+        assert s.p_yes[i] == pytest.approx((p_fa + (1 - p_rep)) / 2, abs=1e-9)
+        assert s.logodds["repetitive"][i] == pytest.approx(logit(p_rep), abs=1e-6)
+
+
+def test_calibration_is_applied(tiny_causal):
+    plain = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    shifted = plain.with_prompt(plain.prompt_set.with_calibration({"positive": (2.0, 1.0)}))
+    a, b = plain.score_detailed(TEXTS), shifted.score_detailed(TEXTS)
+    assert b.logodds["positive"] == pytest.approx([2 * x + 1 for x in a.logodds["positive"]], abs=1e-6)
+
+
+def test_with_prompt_shares_the_model(rm):
+    other = rm.with_prompt("detox")
+    assert other.backend is rm.backend and other.prompt_set.name == "detox" and rm.prompt_set.name != "detox"
+
+
+def test_trlx_reward_fn_contract(rm):
+    prompts = ["This movie", "I think"]
+    outputs = [" was great", " it was bad"]
+    samples = [p + o for p, o in zip(prompts, outputs)]
+    rewards = rm(samples=samples, prompts=prompts, outputs=outputs, tokenizer=object())
+    assert len(rewards) == 2 and all(isinstance(r, float) for r in rewards)
+    assert rewards == pytest.approx(rm.score_detailed(samples).rewards, abs=1e-6)
+    assert rm(samples=samples) == pytest.approx(rewards, abs=1e-6)
+
+
+def test_trlx_metric_fn_contract(rm):
+    m = rm.metric_fn(samples=["a b", "c"], prompts=["a", "c"], outputs=[" b", ""])
+    assert set(m) == {"p_yes", "reward", "p_yes/filmaffinity", "p_yes/repetitive"}
+    assert all(isinstance(v, list) and len(v) == 2 for v in m.values())
+
+
+def test_trl_plain_and_conversational(rm):
+    f = rm.as_trl_reward()
+    assert f.__name__ == "zyn_sentiment_robust"
+    logged = {}
+    plain = f(prompts=["This movie", "I think"], completions=[" was great", " was bad"], completion_ids=[[1], [2]],
+              trainer_state=None, log_metric=lambda k, v: logged.__setitem__(k, v), log_extra=None)
+    assert len(plain) == 2 and all(isinstance(r, float) for r in plain)
+    assert set(logged) == {"zyn_sentiment_robust/p_yes_filmaffinity", "zyn_sentiment_robust/p_yes_repetitive"}
+    conv = f(prompts=[[{"role": "user", "content": "Review a film"}]] * 2,
+             completions=[[{"role": "assistant", "content": "Great!"}], [{"role": "assistant", "content": "Bad."}]])
+    assert len(conv) == 2 and all(isinstance(r, float) for r in conv)
+
+
+def test_trl_dataset_columns_become_fields(tiny_causal):
+    f = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader").as_trl_reward()
+    out = f(prompts=["2+2?", "Capital of France?"], completions=["4", "Paris"], reference=["four", "Paris"])
+    assert len(out) == 2
+    with pytest.raises(InputError, match="missing field"):
+        f(prompts=["2+2?"], completions=["4"])
+
+
+def test_trl_reward_pickles_and_runs_in_a_thread(rm):
+    f = pickle.loads(pickle.dumps(rm.as_trl_reward()))
+    assert f.__name__ == "zyn_sentiment_robust"
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", f(prompts=["a"], completions=["b"])))
+    t.start()
+    t.join()
+    assert result["r"] == pytest.approx(rm.as_trl_reward()(prompts=["a"], completions=["b"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (None, "expected a list"),
+    ("one text", "expected a list"),
+    ([None], "item 0 is None"),
+    (["ok", 3], "item 1: expected a string or a record"),
+    ([{"txt": "x"}], "a record needs 'text'"),
+])
+def test_bad_inputs_are_clear_errors(rm, bad, match):
+    with pytest.raises(InputError, match=match):
+        rm.score(bad)
+
+
+def test_empty_string_and_empty_list(rm):
+    assert rm.score([]) == []
+    (p,) = rm.score([""])
+    assert 0.0 < p < 1.0
+
+
+def test_unknown_reward_shape(tiny_causal):
+    with pytest.raises(ZynError, match="unknown shape"):
+        ZeroShotRewardModel(*tiny_causal, reward="big")
+
+
+def test_loaded_model_needs_tokenizer(tiny_causal):
+    with pytest.raises(ZynError, match="needs its tokenizer"):
+        ZeroShotRewardModel(tiny_causal[0])

@@ -1,0 +1,122 @@
+"""Prompt sets: loading, validation errors that name file and field, rendering."""
+import pickle
+
+import pytest
+
+from zyn.errors import InputError, PromptError
+from zyn.prompts import PromptSet, Question, available_prompt_sets, load_prompt_set
+
+SHIPPED = ["sentiment", "d5_funny_scifi", "sentiment_robust", "detox", "answer_grader"]
+
+
+def write(tmp_path, text, name="p.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_sets_load_by_name_and_path():
+    assert set(SHIPPED) <= set(available_prompt_sets())
+    for name in SHIPPED:
+        ps = load_prompt_set(name)
+        assert ps.questions and ps.name == name
+    robust = load_prompt_set("sentiment_robust")
+    assert [q.reward_answer for q in robust.questions] == ["yes", "no"]
+    assert load_prompt_set("detox").questions[0].reward_answer == "no"
+
+
+def test_yes_no_words_stay_strings(tmp_path):
+    # YAML 1.1 reads bare yes/no as booleans; zyn must not
+    path = write(tmp_path, "name: t\nanswers: {yes: [Yes, True], no: [No]}\nquestions:\n"
+                           "  - {name: q, template: '{{ text }} ok?', reward_answer: no}\n")
+    ps = load_prompt_set(path)
+    assert ps.answers == (("Yes", "True"), ("No",)) and ps.questions[0].reward_answer == "no"
+
+
+def test_bare_question():
+    ps = load_prompt_set("Is this text about cats?")
+    (q,) = ps.render("I love my cat.")
+    assert q.user == "I love my cat.\n\nIs this text about cats?"
+
+
+@pytest.mark.parametrize("body, match", [
+    ("name: t\ncolour: red\nquestions: [{template: '{{ text }}'}]\n", r"unknown key\(s\) \['colour'\]"),
+    ("name: t\nquestions: [{template: 'Is it good?'}]\n", r"questions\[0\]\.template: uses no input variable"),
+    ("name: t\nquestions: [{template: '{{ txet }}?'}]\n", r"questions\[0\]\.template: undefined variable.*txet"),
+    ("name: t\nquestions: []\n", "questions: a non-empty list"),
+    ("name: t\nquestions: [{template: '{{ text }}', weight: 0}]\n", r"questions\[0\]\.weight: must be a positive"),
+    ("name: t\nquestions: [{template: '{{ text }}', wieght: 1}]\n", r"questions\[0\]: unknown key\(s\) \['wieght'\]"),
+    ("name: t\nreward: big\nquestions: [{template: '{{ text }}'}]\n", "reward: 'big' is not one of"),
+    ("name: t\nquestions: [{template: '{{ text }'}]\n", "Jinja syntax error"),
+    ("name: t\nquestions: [{template: '{{ text }}', reward_answer: maybe}]\n", "reward_answer: 'maybe'"),
+])
+def test_validation_names_file_and_field(tmp_path, body, match):
+    path = write(tmp_path, body)
+    with pytest.raises(PromptError, match=match) as info:
+        load_prompt_set(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_declared_fields_render_and_missing_field_is_clear():
+    ps = load_prompt_set("answer_grader")
+    (q,) = ps.render({"prompt": "2+2?", "completion": "4", "reference": "four"})
+    assert "Reference answer: four" in q.user and "Candidate answer: 4" in q.user
+    with pytest.raises(InputError, match=r"item 3: missing field\(s\) \['reference'\]"):
+        ps.render({"prompt": "2+2?", "completion": "4"}, index=3)
+
+
+def test_segments_mark_only_the_text_cuttable():
+    (q,) = load_prompt_set("sentiment").render("Great film")
+    assert q.segments == (("Review: ", False), ("Great film", True),
+                          ("\n\nIs this movie review positive?", False))
+
+
+def test_text_is_prompt_plus_completion():
+    (q,) = load_prompt_set("sentiment").render({"prompt": "This movie ", "completion": "rocks"})
+    assert "Review: This movie rocks" in q.user
+
+
+def test_messages_record():
+    ps = PromptSet("m", (Question("q", "{{ prompt }} => {{ completion }}"),))
+    msgs = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello!"}]
+    (q,) = ps.render({"messages": msgs})
+    assert q.user == "hi => hello!"
+
+
+@pytest.mark.parametrize("item, match", [
+    (None, "expected a string or a record"),
+    (42, "expected a string or a record"),
+    ({"text": 5}, "field 'text' must be a string"),
+    ({"foo": "bar"}, "a record needs 'text'"),
+    ({"messages": "hi"}, "'messages' must be a non-empty list"),
+])
+def test_bad_items(item, match):
+    with pytest.raises(InputError, match=match):
+        load_prompt_set("sentiment").render(item, index=0)
+
+
+def test_sandbox_blocks_attribute_escape(tmp_path):
+    path = write(tmp_path, "name: t\nquestions: [{template: \"{{ text.__class__.__mro__ }}\"}]\n")
+    with pytest.raises(PromptError, match="cannot render"):
+        load_prompt_set(path)
+
+
+def test_calibration_roundtrip(tmp_path):
+    ps = load_prompt_set("sentiment_robust").with_calibration({"repetitive": (0.5, -1.0)})
+    ps.to_yaml(tmp_path / "cal.yaml")
+    again = load_prompt_set(tmp_path / "cal.yaml")
+    assert again.questions[1].calibration == (0.5, -1.0) and again == ps
+    with pytest.raises(PromptError, match="no question named"):
+        ps.with_calibration({"nope": (1.0, 0.0)})
+
+
+def test_prompt_set_pickles():
+    ps = load_prompt_set("sentiment")
+    assert pickle.loads(pickle.dumps(ps)) == ps
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(PromptError, match="available: .*sentiment"):
+        load_prompt_set("sentimnet")

@@ -1,0 +1,11 @@
+"""zyn: zero-shot reward models from yes/no questions to instruction-tuned LMs."""
+from .errors import AnswerError, InputError, PromptError, ZynError
+from .model import Scores, TRLReward, ZeroShotRewardModel
+from .prompts import PromptSet, Question, available_prompt_sets, load_prompt_set
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ZeroShotRewardModel", "Scores", "TRLReward", "PromptSet", "Question", "load_prompt_set",
+    "available_prompt_sets", "ZynError", "PromptError", "AnswerError", "InputError", "__version__",
+]

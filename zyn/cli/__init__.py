@@ -1,0 +1,69 @@
+"""The `zyn` command line. The only place that sets up logging and prints.
+
+Each subcommand group lives in its own module with a `register(subparsers)`
+function; a group whose optional dependencies are missing says so when used.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+from ..errors import ZynError
+
+_GROUPS = ("score", "prompts", "models", "eval", "serve")
+
+
+class CommandError(ZynError):
+    """A command-line usage problem, reported as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zyn", description="Zero-shot yes/no reward models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show info-level logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _GROUPS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:  # an optional extra is missing
+            sub.add_parser(name, help=f"(unavailable: {e.name} is not installed)").set_defaults(
+                func=_missing(name, e.name))
+            continue
+        module.register(sub)
+    return parser
+
+
+def _missing(group: str, package: str):
+    def run(args):
+        raise CommandError(f"`zyn {group}` needs {package}: pip install -e '.[all]'")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args) or 0
+    except (ZynError, FileNotFoundError) as e:
+        print(f"zyn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zyn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False)])
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    # transformers is chatty about generation flags that do not apply to a single forward pass
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

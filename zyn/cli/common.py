@@ -1,0 +1,24 @@
+"""Options shared by the subcommands that load a model."""
+from __future__ import annotations
+
+import argparse
+
+from ..prompts import DEFAULT_JUDGE
+
+
+def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
+    p.add_argument("--model", default=DEFAULT_JUDGE,
+                   help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
+                        f"(default: {DEFAULT_JUDGE})")
+    p.add_argument("--prompt", default="sentiment", help=prompt_help)
+    p.add_argument("--reward", choices=("prob", "logodds", "zyn", "logprob"), help="override the reward shape")
+    p.add_argument("--batch-size", type=int, help="most rows per forward pass")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16 or auto")
+
+
+def load_reward_model(args: argparse.Namespace, prompt=None):
+    from ..model import ZeroShotRewardModel
+
+    return ZeroShotRewardModel(args.model, prompt=prompt or args.prompt, reward=args.reward,
+                               batch_size=args.batch_size, device=args.device, dtype=args.dtype)

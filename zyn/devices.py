@@ -1,0 +1,34 @@
+"""Device and precision choices: a GPU with bf16 where there is one, else the CPU in float32."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import ZynError
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: Any = None) -> torch.device:
+    """The device to run on: the given one (checked), else CUDA if present, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ZynError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    """The precision: the given one, else bf16 on a GPU that supports it, else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ZynError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]

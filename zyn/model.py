@@ -1,0 +1,274 @@
+"""ZeroShotRewardModel: a prompt set plus a backend, speaking the trainers' contracts.
+
+    texts / records --render--> queries --backend--> log-odds --scoring--> P(yes), reward
+
+It is deliberately not an ``nn.Module``: TRL treats any module passed as a reward
+as a sequence classifier.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .backends.base import Backend
+from .errors import InputError, ZynError
+from .prompts import PromptSet, load_prompt_set
+from .scoring import SHAPES, combine_logodds, shape_reward, sigmoid
+
+# Keyword arguments the trainers pass that are not dataset columns.
+_TRAINER_KWARGS = {"trainer_state", "log_metric", "log_extra", "completion_ids", "tokenizer", "environments"}
+
+
+@dataclass
+class Scores:
+    """Scores of a list of inputs, in the caller's order.
+
+    Attributes:
+        p_yes: combined probability of the rewarded answers (the paper's Eq. 4 by default).
+        rewards: `p_yes` shaped by the reward shape (prob, logodds, zyn, logprob).
+        per_question: P(yes) of each question's own "yes" answer, by question name.
+        logodds: calibrated log-odds yes vs no of each question, by question name.
+    """
+
+    p_yes: list[float]
+    rewards: list[float]
+    per_question: dict[str, list[float]] = field(default_factory=dict)
+    logodds: dict[str, list[float]] = field(default_factory=dict)
+
+
+class ZeroShotRewardModel:
+    """Turns an instruction-tuned LM into a reward model by asking it yes/no questions.
+
+    Args:
+        model: a hub id, a local folder, a ``.gguf`` file, an offline preset name, an
+            ``openai+http://host:port/v1`` URL, a loaded transformers model (give
+            `tokenizer` too) or a backend object.
+        tokenizer: the tokenizer of a loaded model.
+        prompt: a prompt-set YAML path, a name under ``prompts/``, a PromptSet, or a
+            bare question ("Is this movie review positive?").
+        reward: override the prompt set's reward shape: prob, logodds, zyn, logprob.
+        batch_size: most rows per forward pass (default: 16 on CPU, 64 on GPU).
+        device, dtype: where and in which precision to run a model loaded by name.
+        **backend_options: passed to the backend (token_budget, max_length, share_prefix).
+
+    >>> rm = ZeroShotRewardModel("qwen2.5-coder-0.5b-instruct", prompt="sentiment")  # doctest: +SKIP
+    >>> rm.score(["A wonderful, moving film.", "Two hours I will never get back."])  # doctest: +SKIP
+    [0.97, 0.02]
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, prompt: Any = "sentiment", reward: str | None = None,
+                 batch_size: int | None = None, device: str | None = None, dtype: Any = None,
+                 **backend_options: Any):
+        self.prompt_set: PromptSet = load_prompt_set(prompt)
+        self.reward_shape = _check_shape(reward or self.prompt_set.reward)
+        self._model_spec = model if isinstance(model, str) else None
+        self._backend_args = dict(batch_size=batch_size, device=device, dtype=dtype, **backend_options)
+        self.backend: Backend | None = build_backend(model, tokenizer, **self._backend_args)
+
+    # ------------------------------------------------------------------ scoring
+
+    def with_prompt(self, prompt: Any, reward: str | None = None) -> "ZeroShotRewardModel":
+        """A reward model with another prompt set that shares this one's loaded model."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.prompt_set = load_prompt_set(prompt)
+        other.reward_shape = _check_shape(reward or other.prompt_set.reward)
+        return other
+
+    def score(self, inputs: Sequence[Any]) -> list[float]:
+        """Combined P(yes) in [0, 1] for each text or record."""
+        return self.score_detailed(inputs).p_yes
+
+    def score_detailed(self, inputs: Sequence[Any]) -> Scores:
+        """P(yes), shaped rewards and per-question values for each text or record.
+
+        Args:
+            inputs: strings (the text to judge) or records with "text", or "prompt" and
+                "completion", or chat "messages", plus any template fields.
+        """
+        inputs = _check_inputs(inputs)
+        ps = self.prompt_set
+        groups = [ps.render(item, i) for i, item in enumerate(inputs)]
+        backend = self._ensure_backend()
+        if hasattr(backend, "n_truncated"):
+            backend.n_truncated = 0
+        raw = backend.logodds(groups, ps.answers[0], ps.answers[1]) if groups else []
+        _warn_truncated(backend, len(inputs))
+        return self._assemble(raw)
+
+    def _assemble(self, raw: list[list[float]]) -> Scores:
+        ps = self.prompt_set
+        questions = ps.questions
+        calibrated = [[q.calibration[0] * lo + q.calibration[1] for q, lo in zip(questions, row)] for row in raw]
+        # A question phrased the other way round rewards "no": orient it so larger is better.
+        oriented = [[lo if q.reward_answer == "yes" else -lo for q, lo in zip(questions, row)] for row in calibrated]
+        weights = [q.weight for q in questions]
+        combined = [combine_logodds(row, weights, ps.combine) for row in oriented]
+        return Scores(
+            p_yes=[sigmoid(lo) for lo in combined],
+            rewards=[shape_reward(lo, self.reward_shape) for lo in combined],
+            per_question={q.name: [sigmoid(row[j]) for row in calibrated] for j, q in enumerate(questions)},
+            logodds={q.name: [row[j] for row in calibrated] for j, q in enumerate(questions)},
+        )
+
+    # ------------------------------------------------------------------ trainer contracts
+
+    def __call__(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
+                 outputs: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
+        """trlx's ``reward_fn``: one shaped reward per sample (samples = prompt + output)."""
+        return self.score_detailed(_trlx_records(samples, prompts, outputs, kwargs)).rewards
+
+    def metric_fn(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
+                  outputs: Sequence[str] | None = None, **kwargs: Any) -> dict[str, list[float]]:
+        """trlx's ``metric_fn``: P(yes) per question and combined, and the reward."""
+        return self.metrics(self.score_detailed(_trlx_records(samples, prompts, outputs, kwargs)))
+
+    def metrics(self, scores: Scores) -> dict[str, list[float]]:
+        """Scores as trlx-style metric lists: ``p_yes``, ``reward``, ``p_yes/<question>``."""
+        out = {"p_yes": scores.p_yes, "reward": scores.rewards}
+        if len(self.prompt_set.questions) > 1:
+            out.update({f"p_yes/{name}": v for name, v in scores.per_question.items()})
+        return out
+
+    def as_trl_reward(self) -> "TRLReward":
+        """A picklable reward function for TRL's GRPOTrainer and RLOOTrainer."""
+        return TRLReward(self)
+
+    # ------------------------------------------------------------------ pickling
+
+    def _ensure_backend(self) -> Backend:
+        if self.backend is None:  # unpickled from a model name: load on first use
+            self.backend = build_backend(self._model_spec, None, **self._backend_args)
+        return self.backend
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self._model_spec is not None:
+            state["backend"] = None  # reload by name rather than pickle the weights
+        return state
+
+    def __repr__(self) -> str:
+        backend = getattr(self.backend, "name", type(self.backend).__name__)
+        return (f"ZeroShotRewardModel(prompt={self.prompt_set.name!r}, questions={len(self.prompt_set.questions)}, "
+                f"reward={self.reward_shape!r}, backend={backend!r})")
+
+
+class TRLReward:
+    """TRL reward function (GRPO, RLOO) over a ZeroShotRewardModel.
+
+    Called as ``f(prompts=, completions=, completion_ids=, **columns)``; plain
+    prompts are strings, conversational ones are message lists. Dataset columns
+    become template fields. Returns one float per completion, None where the judge
+    could not score (TRL reads it as NaN). Its ``__name__`` names the logged metric.
+    """
+
+    def __init__(self, rm: ZeroShotRewardModel):
+        self.rm = rm
+        self.__name__ = f"zyn_{rm.prompt_set.name}"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
+                 **kwargs: Any) -> list[float | None]:
+        records = [_trl_record(p, c) for p, c in zip(prompts, completions, strict=True)]
+        _add_columns(records, kwargs)
+        scores = self.rm.score_detailed(records)
+        log_metric: Callable | None = kwargs.get("log_metric")
+        if log_metric is not None and len(self.rm.prompt_set.questions) > 1:
+            for name, values in scores.per_question.items():
+                log_metric(f"{self.__name__}/p_yes_{name}", _nanmean(values))
+        return [None if math.isnan(r) else r for r in scores.rewards]
+
+
+# ---------------------------------------------------------------------- helpers
+
+def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=None, dtype=None,
+                  **options: Any) -> Backend:
+    """A backend for any accepted `model` argument (see ZeroShotRewardModel)."""
+    if isinstance(model, Backend):
+        return model
+    if isinstance(model, str) and model.split("+", 1)[0] in ("openai", "vllm") and "://" in model:
+        from .backends.openai import OpenAIBackend
+
+        return OpenAIBackend.from_url(model, **options)
+    from .backends.hf import HFBackend
+
+    if isinstance(model, str):
+        from .devices import resolve_device, resolve_dtype
+        from .models import load_pretrained
+
+        dev = resolve_device(device)
+        model, loaded_tok = load_pretrained(model, device=str(dev), dtype=resolve_dtype(dtype, dev))
+        tokenizer = tokenizer or loaded_tok
+    elif tokenizer is None:
+        raise ZynError("a loaded model needs its tokenizer: ZeroShotRewardModel(model, tokenizer, ...)")
+    elif device is not None or dtype is not None:
+        from .devices import resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        model = model.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
+    return HFBackend(model, tokenizer, batch_size=batch_size, **options)
+
+
+def _check_shape(shape: str) -> str:
+    if shape not in SHAPES:
+        raise ZynError(f"reward: unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
+    return shape
+
+
+def _check_inputs(inputs: Any) -> list[Any]:
+    if inputs is None or isinstance(inputs, (str, bytes, dict)):
+        raise InputError(f"inputs: expected a list of texts or records, got {type(inputs).__name__}; "
+                         "wrap a single text in a list")
+    items = list(inputs)
+    for i, item in enumerate(items):
+        if item is None:
+            raise InputError(f"item {i} is None; pass a string (it may be empty) or a record")
+        if not isinstance(item, (str, dict)):
+            raise InputError(f"item {i}: expected a string or a record (dict), got {type(item).__name__}")
+    return items
+
+
+def _warn_truncated(backend: Any, total: int) -> None:
+    n = getattr(backend, "n_truncated", 0)
+    if n:
+        warnings.warn(f"zyn: {n} of {total} inputs were longer than the model's context "
+                      f"({backend.max_length} tokens) and were cut inside their text", stacklevel=3)
+
+
+def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:
+    if prompts is not None and outputs is not None:
+        if len(prompts) != len(outputs):
+            raise InputError(f"prompts ({len(prompts)}) and outputs ({len(outputs)}) differ in length")
+        records = [{"prompt": p, "completion": o} for p, o in zip(prompts, outputs)]
+        if samples is not None:
+            for r, s in zip(records, samples, strict=True):
+                r["text"] = s
+    elif samples is not None:
+        records = [{"text": s} for s in _check_inputs(samples)]
+    else:
+        raise InputError("reward_fn needs samples=, or prompts= and outputs=")
+    _add_columns(records, kwargs)
+    return records
+
+
+def _add_columns(records: list[dict], kwargs: dict) -> None:
+    """Per-sample columns (lists as long as the batch) become template fields."""
+    for key, values in kwargs.items():
+        if key in _TRAINER_KWARGS or key in ("prompt", "completion", "text", "messages"):
+            continue
+        if isinstance(values, (list, tuple)) and len(values) == len(records):
+            for record, value in zip(records, values):
+                record[key] = value
+
+
+def _trl_record(prompt: Any, completion: Any) -> dict:
+    if isinstance(completion, list):  # conversational: message lists
+        history = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        return {"messages": history + list(completion)}
+    return {"prompt": prompt if isinstance(prompt, str) else str(prompt), "completion": completion}
+
+
+def _nanmean(values: list[float]) -> float:
+    good = [v for v in values if not math.isnan(v)]
+    return sum(good) / len(good) if good else math.nan

@@ -1,0 +1,101 @@
+"""Reading and writing record files (JSONL, CSV) for the command line.
+
+Every line is parsed before anything is scored, so a malformed line is reported
+with its line number up front and the caller decides what to do with it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line: int      # 1-based line number in the input (for CSV: the data row's line)
+    reason: str
+
+
+def input_format(path: str) -> str:
+    """"csv" or "jsonl", from the file name ("-" is JSONL on standard input)."""
+    return "csv" if str(path).lower().endswith(".csv") else "jsonl"
+
+
+def read_records(path: str, field: str = "text") -> tuple[list[tuple[int, dict]], list[BadLine]]:
+    """Parse a JSONL or CSV file into (line number, record) pairs and bad lines.
+
+    A record is good when it is a JSON object (CSV rows always are) and has `field`
+    as a string, or "completion" (with optional "prompt"), or chat "messages".
+    """
+    text = _read_text(path)
+    rows = _csv_rows(text) if input_format(path) == "csv" else _jsonl_rows(text)
+    good: list[tuple[int, dict]] = []
+    bad: list[BadLine] = []
+    for line, row in rows:
+        reason = row if isinstance(row, str) else _check_record(row, field)
+        if reason:
+            bad.append(BadLine(line, reason))
+        else:
+            good.append((line, row))
+    return good, bad
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input: no such file {path!r}")
+    return p.read_text(encoding="utf-8")
+
+
+def _jsonl_rows(text: str) -> Iterable[tuple[int, Any]]:
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield n, json.loads(raw)
+        except json.JSONDecodeError as e:
+            yield n, f"not valid JSON ({e.msg} at column {e.colno})"
+
+
+def _csv_rows(text: str) -> Iterable[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        yield reader.line_num, dict(row)
+
+
+def _check_record(row: Any, field: str) -> str | None:
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    if field in row:
+        return None if isinstance(row[field], str) else f"field {field!r} is not a string"
+    if "completion" in row or "messages" in row:
+        return None
+    return f"no {field!r} field (nor completion/messages); keys: {sorted(row)[:8]}"
+
+
+class RecordWriter:
+    """Writes records as JSONL, or as CSV with the header taken from the first batch."""
+
+    def __init__(self, out: IO[str], fmt: str):
+        self.out, self.fmt = out, fmt
+        self._csv: csv.DictWriter | None = None
+
+    def write(self, records: list[dict]) -> None:
+        if self.fmt != "csv":
+            for r in records:
+                self.out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            return
+        if self._csv is None and records:
+            header = list(dict.fromkeys(k for r in records for k in r))
+            self._csv = csv.DictWriter(self.out, fieldnames=header, extrasaction="ignore")
+            self._csv.writeheader()
+        if self._csv is not None:
+            self._csv.writerows(records)
