@@ -198,7 +198,11 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         from .models import load_pretrained
 
         dev = resolve_device(device)
-        model, loaded_tok = load_pretrained(model, device=str(dev), dtype=resolve_dtype(dtype, dev))
+        # With no device named and a GPU present, accelerate places (and if need be
+        # splits) the model over the GPUs; a named device gets the whole model.
+        device_map = "auto" if device in (None, "auto") and dev.type == "cuda" else None
+        model, loaded_tok = load_pretrained(model, device=str(dev), dtype=resolve_dtype(dtype, dev),
+                                            device_map=device_map)
         tokenizer = tokenizer or loaded_tok
     elif tokenizer is None:
         raise ZynError("a loaded model needs its tokenizer: ZeroShotRewardModel(model, tokenizer, ...)")
