@@ -140,3 +140,24 @@ def test_budget_batches_cover_everything_in_order():
     batches = list(_budget_batches(items, max_rows=4, budget=100))
     assert [it.index for b in batches for it in b] == list(range(6))
     assert all(len(b) * max(len(it.leaves[0]) for it in b) <= 100 or len(b) == 1 for b in batches)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    _, tok = tiny_causal
+    torch.manual_seed(1)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                                           initializer_range=0.1))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=256, initializer_range=0.1))
+    model.eval()
+    fast = ZeroShotRewardModel(model, tok, prompt="sentiment_robust")
+    full = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", share_prefix=False)
+    assert fast.backend.share_prefix
+    assert fast.score(TEXTS) == pytest.approx(full.score(TEXTS), abs=1e-5)
+    assert fast.score(TEXTS[:1]) == pytest.approx(full.score(TEXTS)[:1], abs=1e-5)

@@ -18,6 +18,7 @@ input and one decoder step from the decoder start token.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -69,6 +70,9 @@ class HFBackend:
         self.max_length = max_length or _context_length(model, tokenizer)
         self.share_prefix = share_prefix and not self.is_seq2seq and _cache_is_plain(model)
         self.pad_id = _pad_id(tokenizer)
+        # Models without `logits_to_keep` compute every position's logits; we still
+        # read only the last, but say so in the docs of such models' speed.
+        self._keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.n_truncated = 0           # inputs cut to fit, since the last reset
         self._answer_ids: dict[tuple, AnswerIds] = {}
         self._prefix: tuple[tuple[int, ...], list] | None = None
@@ -219,8 +223,9 @@ class HFBackend:
     def _step(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, keep: int):
         """One forward over new tokens, given the full attention mask (past + new)."""
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        extra = {"logits_to_keep": keep} if self._keep_kw else {}
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                          past_key_values=cache, use_cache=True, logits_to_keep=keep)
+                          past_key_values=cache, use_cache=True, **extra)
 
     def _prefix_cache(self, prefix: list[int], n: int):
         """A fresh cache holding the shared prefix for `n` rows, and its mask."""
