@@ -187,15 +187,15 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     """A backend for any accepted `model` argument (see ZeroShotRewardModel)."""
     if isinstance(model, Backend):
         return model
-    if isinstance(model, str) and model.split("+", 1)[0] in ("openai", "vllm") and "://" in model:
+    from .backends.hf import HFBackend
+    from .models import load_pretrained, resolve
+
+    if isinstance(model, str) and resolve(model).kind == "remote":
         from .backends.openai import OpenAIBackend
 
         return OpenAIBackend.from_url(model, **options)
-    from .backends.hf import HFBackend
-
     if isinstance(model, str):
         from .devices import resolve_device, resolve_dtype
-        from .models import load_pretrained
 
         dev = resolve_device(device)
         # With no device named and a GPU present, accelerate places (and if need be

@@ -27,7 +27,6 @@ from .backends.base import Query
 from .errors import InputError, PromptError
 from .scoring import COMBINES, SHAPES
 
-DEFAULT_JUDGE = "qwen2.5-coder-0.5b-instruct"  # the offline preset worth shipping as a judge
 INPUT_VARIABLES = ("text", "prompt", "completion", "messages")
 CHAT_MODES = ("auto", "always", "never")
 _SET_KEYS = {"name", "version", "description", "chat_template", "system", "answers", "reward",

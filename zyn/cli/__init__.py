@@ -61,8 +61,13 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, show_time=False)])
     logging.captureWarnings(True)
     warnings.simplefilter("default")
-    # transformers is chatty about generation flags that do not apply to a single forward pass
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    # transformers is chatty about generation flags that do not apply to a single forward
+    # pass, and draws a progress bar for every weight load
+    logging.getLogger("transformers").setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..prompts import DEFAULT_JUDGE
+from ..models import DEFAULT_JUDGE
 
 
 def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:

