@@ -64,6 +64,8 @@ class ZeroShotRewardModel:
         self.prompt_set: PromptSet = load_prompt_set(prompt)
         self.reward_shape = _check_shape(reward or self.prompt_set.reward)
         self._model_spec = model if isinstance(model, str) else None
+        #: what the model was built from, for logs and served responses
+        self.model_name: str = self._model_spec or _describe(model)
         self._backend_args = dict(batch_size=batch_size, device=device, dtype=dtype, **backend_options)
         self.backend: Backend | None = build_backend(model, tokenizer, **self._backend_args)
 
@@ -212,6 +214,11 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         dev = resolve_device(device)
         model = model.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
     return HFBackend(model, tokenizer, batch_size=batch_size, **options)
+
+
+def _describe(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", "") or getattr(model, "name", "") or type(model).__name__
 
 
 def _check_shape(shape: str) -> str:

@@ -12,6 +12,7 @@ question or the answer cue.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def _render_query(ps: PromptSet, q: Question, ctx: dict[str, Any], index: int) -
     # whole message is one uncuttable piece.
     names = [k for k, v in ctx.items() if isinstance(v, str)]
     marked = {**ctx, **{k: _MARK.format(i) for i, k in enumerate(names)}}
-    template = _ENV.from_string(q.template)
+    template = _compiled(q.template)
     try:
         out = template.render(marked)
     except jinja2.UndefinedError as e:
@@ -273,6 +274,12 @@ def _render_query(ps: PromptSet, q: Question, ctx: dict[str, Any], index: int) -
             if value:
                 segments.append((value, True))
     return Query(tuple(segments), ps.system, ps.chat_template)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> jinja2.Template:
+    """Templates compile once, not once per rendered item."""
+    return _ENV.from_string(template)
 
 
 # --------------------------------------------------------------------------- loading

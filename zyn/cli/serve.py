@@ -1,0 +1,75 @@
+"""`zyn serve`: an HTTP reward server (zyn's /v1/rewards and OpenRLHF's /get_reward).
+
+Every --prompt is loaded on the same model (it is loaded once); requests pick one
+with "prompt": NAME, the first is the default (and the one /get_reward uses).
+It listens on 127.0.0.1 unless told otherwise, and refuses a non-loopback address
+without an API key (--api-key or $ZYN_API_KEY) unless --insecure-public is given.
+SIGTERM or Ctrl-C stops it gracefully: requests in flight are answered first.
+
+    zyn serve --model qwen2.5-coder-0.5b-instruct --prompt sentiment --prompt detox --port 8000
+    curl -s localhost:8000/v1/rewards -H 'content-type: application/json' -d '{"texts": ["Great film!"]}'
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .. import server
+from .common import add_model_options, load_reward_model
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve rewards over HTTP (OpenRLHF remote reward, /v1/rewards)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       conflict_handler="resolve")
+    add_model_options(p)
+    p.add_argument("--prompt", action="append", help="prompt-set name, YAML path or question; repeat to "
+                   "serve several on one model (default: sentiment)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("ZYN_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $ZYN_API_KEY; prefer the variable, "
+                   "a key on the command line shows in ps)")
+    p.add_argument("--insecure-public", action="store_true",
+                   help="allow a non-loopback --host without an API key")
+    d = server.DEFAULTS
+    p.add_argument("--max-batch", type=int, default=d["batch_size"], help="most items per model call")
+    p.add_argument("--max-wait-ms", type=float, default=d["max_wait_ms"],
+                   help="how long a request waits for others to share its batch")
+    p.add_argument("--max-items", type=int, default=d["max_items"], help="most items per request")
+    p.add_argument("--max-chars", type=int, default=d["max_chars"], help="most characters per item")
+    p.add_argument("--max-body-mb", type=float, default=d["max_body_bytes"] / 2**20, help="largest request body")
+    p.add_argument("--timeout", type=float, default=d["request_timeout_s"], help="seconds before a 504")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    server.check_bind(args.host, args.api_key, args.insecure_public)  # before the slow model load
+    models = load_models(args)
+    app = server.create_app(models, max_items=args.max_items, max_chars=args.max_chars,
+                            max_body_bytes=int(args.max_body_mb * 2**20), api_key=args.api_key or None,
+                            batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
+                            request_timeout_s=args.timeout)
+    import uvicorn
+
+    log.warning("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                timeout_graceful_shutdown=int(args.timeout) + 10)
+    return 0
+
+
+def load_models(args: argparse.Namespace) -> dict:
+    """{prompt-set name: reward model}, all sharing the model loaded for the first."""
+    specs = args.prompt or ["sentiment"]
+    first = load_reward_model(args, prompt=specs[0])
+    models: dict = {}
+    for i, spec in enumerate(specs):
+        rm = first if i == 0 else first.with_prompt(spec, reward=args.reward)
+        name, n = rm.prompt_set.name, 2
+        while name in models:  # e.g. two bare questions, both named "question"
+            name, n = f"{rm.prompt_set.name}-{n}", n + 1
+        models[name] = rm
+    return models
