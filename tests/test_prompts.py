@@ -120,3 +120,9 @@ def test_prompt_set_pickles():
 def test_unknown_name_lists_available():
     with pytest.raises(PromptError, match="available: .*sentiment"):
         load_prompt_set("sentimnet")
+
+
+def test_empty_variable_is_falsy_in_templates():
+    ps = PromptSet("e", (Question("q", "{% if prompt %}Q: {{ prompt }}\n{% endif %}A: {{ completion }}"),))
+    (q,) = ps.render({"prompt": "", "completion": "hi"})
+    assert q.user == "A: hi"

@@ -253,7 +253,8 @@ def _render_query(ps: PromptSet, q: Question, ctx: dict[str, Any], index: int) -
     # pieces between markers are template text (never cut), the variables are
     # cuttable. A filter that changes a marker makes the split impossible; then the
     # whole message is one uncuttable piece.
-    names = [k for k, v in ctx.items() if isinstance(v, str)]
+    # Empty strings render as themselves: a marker would make `{% if var %}` true.
+    names = [k for k, v in ctx.items() if isinstance(v, str) and v]
     marked = {**ctx, **{k: _MARK.format(i) for i, k in enumerate(names)}}
     template = _compiled(q.template)
     try:

@@ -1,0 +1,162 @@
+"""Content-free and Platt calibration: the fitting maths, and the round trip through a model."""
+import math
+import re
+
+import numpy as np
+import pytest
+
+from zyn import ZeroShotRewardModel, load_prompt_set
+from zyn.calibration import (MIN_SCALE, apply_calibration, calibrated_prompt_set, content_free_calibration,
+                             content_free_records, content_free_shift, fit_platt, fit_platt_per_question,
+                             platt_calibration, raw_logodds)
+from zyn.evaluation import auroc, expected_calibration_error, sigmoid
+
+TWO_QUESTIONS = {
+    "name": "two", "answers": {"yes": ["Yes"], "no": ["No"]}, "combine": "mean",
+    "questions": [
+        {"name": "pos", "template": "T: {{ text }}\nGood?", "reward_answer": "yes"},
+        {"name": "neg", "template": "T: {{ text }}\nBad?", "reward_answer": "no"},
+    ],
+}
+
+
+class FakeBackend:
+    """Log-odds read from the text: "v=1.5" gives 1.5 for "Good?" and -1.5 - 1 for "Bad?".
+    Content-free texts: "N/A" -> 1, "" -> 3, "[MASK]" -> 2 (mean 2) before the question offset."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def value(self, user: str) -> float:
+        text = user.split("T: ", 1)[1].rsplit("\n", 1)[0] if "T: " in user else user
+        m = re.search(r"v=(-?[\d.]+)", text)
+        base = float(m.group(1)) if m else {"N/A": 1.0, "": 3.0, "[MASK]": 2.0}.get(text.strip(), 0.0)
+        return -base - 1.0 if user.endswith("Bad?") else base
+
+    def logodds(self, groups, yes, no):
+        self.calls += 1
+        return [[self.value(q.user) for q in g] for g in groups]
+
+
+@pytest.fixture
+def fake_rm():
+    return ZeroShotRewardModel(FakeBackend(), prompt=TWO_QUESTIONS)
+
+
+def test_content_free_shift_is_minus_the_mean():
+    # mean of 1, 2, 3 is 2 -> shift -2; NaN readings are ignored
+    assert content_free_shift([1.0, 2.0, 3.0, float("nan")]) == -2.0
+    with pytest.raises(ValueError):
+        content_free_shift([float("nan")])
+
+
+def test_content_free_calibration_centres_content_free_inputs(fake_rm):
+    # "Good?": cf readings 1, 3, 2 -> shift -2; "Bad?": -2, -4, -3 -> shift +3; scale stays 1
+    cal = content_free_calibration(fake_rm)
+    assert cal == {"pos": (1.0, -2.0), "neg": (1.0, 3.0)}
+    # after calibration the mean content-free log-odds of every question is 0 (p = 0.5)
+    rm = fake_rm.with_prompt(calibrated_prompt_set(fake_rm.prompt_set, cal))
+    lo = rm.score_detailed(content_free_records(rm.prompt_set)).logodds
+    assert all(abs(np.mean(v)) < 1e-12 for v in lo.values())
+
+
+def test_content_free_records_fill_declared_fields():
+    # a pairwise-style set gets the content-free string in a and b too
+    ps = load_prompt_set("pairwise")
+    recs = content_free_records(ps, ("N/A",))
+    assert recs[0]["a"] == recs[0]["b"] == recs[0]["text"] == "N/A"
+    ps.render(recs[0])  # renders without a missing-field error
+
+
+def test_raw_logodds_ignores_existing_calibration(fake_rm):
+    # a set that already carries (2, 5) still yields the raw readings for fitting
+    rm = fake_rm.with_prompt(fake_rm.prompt_set.with_calibration({"pos": (2.0, 5.0)}))
+    raw = raw_logodds(rm, ["v=1.5"])
+    assert raw["pos"].tolist() == [1.5] and raw["neg"].tolist() == [-2.5]
+
+
+def test_platt_recovers_known_parameters():
+    # labels drawn from sigmoid(0.5 x - 1): an unregularised fit on 20k points lands near (0.5, -1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, 20000)
+    y = (rng.random(20000) < sigmoid(0.5 * x - 1.0)).astype(int)
+    a, b = fit_platt(x, y, reg=0.0, smooth_targets=False)
+    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-1.0, abs=0.05)
+
+
+def test_platt_identity_when_already_calibrated():
+    # labels drawn from sigmoid(x) itself: the fit stays near the identity (1, 0)
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, 20000)
+    y = (rng.random(20000) < sigmoid(x)).astype(int)
+    a, b = fit_platt(x, y)
+    assert a == pytest.approx(1.0, abs=0.05) and b == pytest.approx(0.0, abs=0.05)
+
+
+def test_platt_never_changes_the_ranking_of_one_question():
+    # overconfident, shifted log-odds: Platt changes the probabilities but not the order
+    rng = np.random.default_rng(2)
+    x = rng.normal(3, 6, 300)
+    y = (rng.random(300) < sigmoid(0.3 * x - 1.5)).astype(int)
+    ps = load_prompt_set({"name": "one", "questions": [{"name": "q", "template": "{{ text }}?"}]})
+    fit = fit_platt_per_question({"q": x}, y, ps)
+    assert fit["q"][0] > 0
+    before, _ = apply_calibration({"q": x}, ps)
+    after, _ = apply_calibration({"q": x}, ps, fit)
+    assert np.array_equal(np.argsort(before["q"], kind="stable"), np.argsort(after["q"], kind="stable"))
+    assert auroc(after["q"], y) == auroc(before["q"], y)
+    # ... and it does fix the calibration
+    assert expected_calibration_error(after["q"], y) < expected_calibration_error(before["q"], y)
+
+
+def test_platt_separable_and_backwards_data_stay_finite_and_positive():
+    # perfectly separated: Platt's targets (0.2 and 0.8 here) + L2 keep the fit finite; symmetric data -> shift 0
+    a, b = fit_platt([-3, -2, -1, 1, 2, 3], [0, 0, 0, 1, 1, 1])
+    assert 0 < a < 5 and b == pytest.approx(0.0, abs=1e-9)
+    # a question that ranks backwards cannot be fixed: the scale is held at MIN_SCALE (> 0)
+    a, b = fit_platt([-3, -2, -1, 1, 2, 3], [1, 1, 1, 0, 0, 0])
+    assert a == MIN_SCALE
+    with pytest.raises(ValueError, match="both"):
+        fit_platt([1.0, 2.0], [1, 1])
+
+
+def test_platt_orients_no_questions(fake_rm):
+    # "Bad?" has reward_answer no: its yes-log-odds fall as the label rises, yet its fitted scale is positive
+    texts = [f"v={v}" for v in (-3, -2, -1, -0.5, 0.5, 1, 2, 3)]
+    labels = [0, 0, 0, 1, 0, 1, 1, 1]
+    cal = platt_calibration(fake_rm, texts, labels)
+    assert cal["neg"][0] > 0.1 and cal["pos"][0] > 0.1
+
+
+def test_offline_recombination_matches_the_model_path(fake_rm):
+    # apply_calibration on raw log-odds gives the same numbers as scoring with the calibrated set
+    texts = ["v=-2", "v=0.3", "v=1.7", "N/A"]
+    cal = {"pos": (0.7, -0.2), "neg": (1.3, 0.4)}
+    per_q, combined = apply_calibration(raw_logodds(fake_rm, texts), fake_rm.prompt_set, cal)
+    scores = fake_rm.with_prompt(calibrated_prompt_set(fake_rm.prompt_set, cal)).score_detailed(texts)
+    assert np.allclose(combined, scores.p_yes, atol=1e-12)
+    # per-question values are oriented to the rewarded answer: "neg" gives P(no) = 1 - P(yes)
+    assert np.allclose(per_q["neg"], 1 - np.array(scores.per_question["neg"]), atol=1e-12)
+
+
+def test_calibration_survives_yaml(tmp_path, fake_rm):
+    # the fitted (scale, shift) are written into the YAML and read back unchanged
+    cal = {"pos": (0.8125, -0.25), "neg": (1.5, 0.125)}
+    calibrated_prompt_set(fake_rm.prompt_set, cal).to_yaml(tmp_path / "cal.yaml")
+    back = load_prompt_set(str(tmp_path / "cal.yaml"))
+    assert {q.name: q.calibration for q in back.questions} == cal
+    with pytest.raises(ValueError):
+        calibrated_prompt_set(fake_rm.prompt_set, {"pos": (-1.0, 0.0)})
+
+
+def test_calibration_on_a_tiny_model(tiny_causal):
+    # plumbing on a real (random) transformer: both methods give finite, positive-scale maps
+    model, tok = tiny_causal
+    rm = ZeroShotRewardModel(model, tokenizer=tok, prompt="sentiment")
+    cf = content_free_calibration(rm)
+    assert cf["positive"][0] == 1.0 and math.isfinite(cf["positive"][1])
+    texts = ["great film", "awful plot", "good acting", "bad story", "amazing", "dull"]
+    pl = platt_calibration(rm, texts, [1, 0, 1, 0, 1, 0])
+    assert pl["positive"][0] > 0 and math.isfinite(pl["positive"][1])

@@ -1,0 +1,319 @@
+"""`zyn eval`: measure a reward against labelled data.
+
+Scores every record of a labelled JSONL/CSV file with one or more prompt sets
+(the model is loaded once), and reports per prompt set, per question and combined:
+AUROC, accuracy at p = 0.5, the best in-sample accuracy and its threshold, the
+Brier score and the expected calibration error (equal-width bins, --bins).
+
+--calibrate contentfree  shift each question so content-free inputs ("N/A", "",
+                         "[MASK]") sit at p = 0.5 (no labels used).
+--calibrate platt        Platt-scale each question's log-odds on the labels. The
+                         reported figures are 2-fold cross-fitted (each half is
+                         scored with the calibration fitted on the other half), so
+                         they are out of sample; --save-calibrated writes the fit on
+                         all rows.
+
+Writes results.json, reliability.png and histograms.png to --output-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+_TRUE = {"1", "true", "yes", "pos", "positive"}
+_FALSE = {"0", "false", "no", "neg", "negative"}
+CONTENT_FREE = "contentfree"
+PLATT = "platt"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..models import DEFAULT_JUDGE
+
+    p = sub.add_parser("eval", help="measure prompt sets against labelled data (AUROC, accuracy, calibration)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_JUDGE,
+                   help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
+                        f"(default: {DEFAULT_JUDGE})")
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
+                   help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")
+    p.add_argument("--input", required=True, help="labelled FILE.jsonl or FILE.csv")
+    p.add_argument("--label-field", default="label", help="the field holding the label (default: label)")
+    p.add_argument("--positive", metavar="VALUE",
+                   help="the label value of the positive class (default: labels must be 0/1 or true/false)")
+    p.add_argument("--field", default="text", help="the field holding the text to judge (default: text)")
+    p.add_argument("--calibrate", choices=(CONTENT_FREE, PLATT), help="also report calibrated scores")
+    p.add_argument("--save-calibrated", metavar="OUT.yaml",
+                   help="write the calibrated prompt set (with several --prompt, put {name} in the path)")
+    p.add_argument("--output-dir", default="zyn-eval", help="where results.json and the plots go (default: zyn-eval)")
+    p.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE and reliability (default: 10)")
+    p.add_argument("--limit", type=int, help="use only the first N labelled rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Platt cross-fitting split (default: 0)")
+    p.add_argument("--batch-size", type=int, help="most rows per forward pass")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16 or auto")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------- input
+
+def parse_labels(values: list[Any], lines: list[int], field: str, positive: str | None) -> np.ndarray:
+    """0/1 labels from raw label values (bools, 0/1, "true"/"false", or == `positive`)."""
+    if positive is not None:
+        distinct = sorted({_norm(v) for v in values})
+        if len(distinct) > 2:
+            raise InputError(f"labels in {field!r} are not binary: {len(distinct)} distinct values "
+                             f"{distinct[:6]}")
+        if _norm(positive) not in distinct:
+            raise InputError(f"--positive {positive!r} matches no value of {field!r} (values: {distinct[:6]})")
+        return np.array([int(_norm(v) == _norm(positive)) for v in values])
+    out = []
+    for v, line in zip(values, lines):
+        s = _norm(v)
+        if s in _TRUE or s == "1.0":
+            out.append(1)
+        elif s in _FALSE or s == "0.0":
+            out.append(0)
+        else:
+            raise InputError(f"labels in {field!r} are not binary: line {line} has {v!r}; use 0/1 or "
+                             f"true/false, or name the positive class with --positive VALUE")
+    return np.array(out)
+
+
+def _norm(v: Any) -> str:
+    return str(v).strip().lower()
+
+
+def load_labelled(path: str, field: str, label_field: str, positive: str | None,
+                  limit: int | None = None) -> tuple[list[dict], np.ndarray]:
+    """Records (with "text" taken from `field`) and their 0/1 labels."""
+    from ..records import read_records
+
+    try:
+        good, bad = read_records(path, field)
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"input: cannot read {path!r}: {e}") from None
+    if bad:
+        b = bad[0]
+        raise InputError(f"{path}: {len(bad)} malformed line(s); first: line {b.line}: {b.reason}")
+    if not good:
+        raise InputError(f"{path}: no records")
+    if limit:
+        good = good[:limit]
+    missing = [line for line, r in good if r.get(label_field) in (None, "")]
+    if missing:
+        raise InputError(f"{path}: no label field {label_field!r} on {len(missing)} row(s) (first: line "
+                         f"{missing[0]}); name it with --label-field")
+    labels = parse_labels([r[label_field] for _, r in good], [line for line, _ in good], label_field, positive)
+    if labels.min() == labels.max():
+        raise InputError(f"{path}: every label is {int(labels[0])}; evaluation needs both classes")
+    records = [{**r, "text": r[field]} if field != "text" and field in r else r for _, r in good]
+    return records, labels
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.ndarray,
+                         calibrate: str | None = None, n_bins: int = 10, seed: int = 0) -> dict:
+    """Score `records` with each prompt set and evaluate. Returns the results dict
+    written to results.json (no printing, no files)."""
+    from .. import calibration as cal
+    from ..evaluation import evaluate, reliability_curve
+
+    if calibrate == PLATT and min(int(labels.sum()), int(len(labels) - labels.sum())) < 2:
+        raise InputError("--calibrate platt needs at least 2 rows of each class (it cross-fits on two halves)")
+    out: dict[str, Any] = {"n": int(len(labels)), "n_positive": int(labels.sum()), "bins": n_bins, "runs": []}
+    for ps in prompt_sets:
+        raw = cal.raw_logodds(rm.with_prompt(ps), records)
+        own = {q.name: q.calibration for q in ps.questions}
+        variants = [("as given", *cal.apply_calibration(raw, ps, own), None)]
+        if calibrate == CONTENT_FREE:
+            fit = cal.content_free_calibration(rm.with_prompt(ps))
+            variants.append(("content-free", *cal.apply_calibration(raw, ps, fit), fit))
+        elif calibrate == PLATT:
+            per_q, combined = _platt_cross_fitted(raw, ps, labels, seed)
+            variants.append(("platt 2-fold", per_q, combined, cal.fit_platt_per_question(raw, labels, ps)))
+        for variant, per_q, combined, saved in variants:
+            scores = {"combined": combined, **per_q}
+            metrics = {k: evaluate(v, labels, n_bins).as_dict() for k, v in scores.items()}
+            ok = ~np.isnan(combined)
+            rel = [b.__dict__ for b in reliability_curve(combined[ok], labels[ok], n_bins)]
+            out["runs"].append({
+                "prompt_set": ps.name, "source": ps.source, "variant": variant,
+                "questions": [q.name for q in ps.questions],
+                "calibration": {k: list(v) for k, v in saved.items()} if saved else None,
+                "metrics": metrics, "reliability": rel,
+                "scores": {k: [None if math.isnan(x) else float(x) for x in v] for k, v in scores.items()},
+            })
+    out["labels"] = labels.tolist()
+    return out
+
+
+def _two_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Two stratified halves of the row indices."""
+    rng = np.random.default_rng(seed)
+    a, b = [], []
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        a.extend(idx[: len(idx) // 2])
+        b.extend(idx[len(idx) // 2:])
+    return [np.sort(np.array(a, dtype=int)), np.sort(np.array(b, dtype=int))]
+
+
+def _platt_cross_fitted(raw: dict, ps, labels: np.ndarray, seed: int) -> tuple[dict, np.ndarray]:
+    """Scores of every row under a Platt fit on the other fold (2-fold cross-fitting)."""
+    from ..calibration import apply_calibration, fit_platt_per_question
+
+    n = len(labels)
+    per_q = {q.name: np.full(n, np.nan) for q in ps.questions}
+    combined = np.full(n, np.nan)
+    for test in _two_folds(labels, seed):
+        train = np.setdiff1d(np.arange(n), test)
+        fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, labels[train], ps)
+        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, ps, fit)
+        for k in per_q:
+            per_q[k][test] = pq[k]
+        combined[test] = comb
+    return per_q, combined
+
+
+# ----------------------------------------------------------------------------- output
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def results_table(results: dict):
+    """One rich table: a section per (prompt set, calibration), the combined row
+    first, then the questions of an ensemble."""
+    from rich.table import Table
+
+    t = Table(title=f"zyn eval: {results.get('input', '')} (n={results['n']}, {results['n_positive']} positive)",
+              caption=f"best acc: in-sample, at the threshold shown; ECE: {results['bins']} equal-width bins")
+    t.add_column("prompt set / question", overflow="fold")
+    t.add_column("calibration", overflow="fold")
+    for col in ("AUROC", "acc@0.5", "best acc (thr)", "Brier", "ECE", "n"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for run in results["runs"]:
+        names = ["combined"] + (run["questions"] if len(run["questions"]) > 1 else [])
+        for i, name in enumerate(names):
+            m = run["metrics"][name]
+            thr = m["best_threshold"]
+            label = run["prompt_set"] if i == 0 else f"  {name}"
+            t.add_row(label, run["variant"] if i == 0 else "",
+                      _fmt(m["auroc"]), _fmt(m["accuracy"]),
+                      f"{_fmt(m['best_accuracy'])} ({'inf' if math.isinf(thr) else _fmt(thr, 2)})",
+                      _fmt(m["brier"]), _fmt(m["ece"]), str(m["n"]))
+        t.add_section()
+    return t
+
+
+def write_plots(results: dict, out_dir: Path) -> list[Path]:
+    """reliability.png (one curve per run) and histograms.png (P by class, one panel per run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    labels = np.array(results["labels"])
+    names = [r["prompt_set"] + ("" if r["variant"] == "as given" else f" [{r['variant']}]") for r in runs]
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for name, run in zip(names, runs):
+        pts = [(b["mean_predicted"], b["fraction_positive"]) for b in run["reliability"] if b["count"]]
+        ece = run["metrics"]["combined"]["ece"]
+        ax.plot(*zip(*pts), marker="o", label=f"{name} (ECE {_fmt(ece)})")
+    ax.set(xlabel="mean predicted P(yes)", ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability ({results['bins']} equal-width bins)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    rel_path = out_dir / "reliability.png"
+    fig.savefig(rel_path, dpi=110)
+    plt.close(fig)
+
+    cols = min(3, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    edges = np.linspace(0, 1, 21)
+    for ax, name, run in zip(axes.flat, names, runs):
+        s = np.array([np.nan if x is None else x for x in run["scores"]["combined"]])
+        for cls, colour, lab in ((1, "tab:green", "positive"), (0, "tab:red", "negative")):
+            v = s[(labels == cls) & ~np.isnan(s)]
+            ax.hist(v, bins=edges, alpha=0.6, color=colour, label=f"{lab} (n={len(v)})")
+        ax.set(title=f"{name}\nAUROC {_fmt(run['metrics']['combined']['auroc'])}", xlabel="P(yes)")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(runs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    hist_path = out_dir / "histograms.png"
+    fig.savefig(hist_path, dpi=110)
+    plt.close(fig)
+    return [rel_path, hist_path]
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def save_calibrated(results: dict, prompt_sets: list, pattern: str) -> list[Path]:
+    from ..calibration import calibrated_prompt_set
+
+    if len(prompt_sets) > 1 and "{name}" not in pattern:
+        raise InputError("--save-calibrated: with several --prompt, put {name} in the path (e.g. cal_{name}.yaml)")
+    written = []
+    by_name = {ps.name: ps for ps in prompt_sets}
+    for run in results["runs"]:
+        if run["variant"] == "as given" or not run["calibration"]:
+            continue
+        path = Path(pattern.replace("{name}", run["prompt_set"]))
+        calibrated_prompt_set(by_name[run["prompt_set"]], run["calibration"]).to_yaml(path)
+        written.append(path)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..model import ZeroShotRewardModel
+    from ..prompts import load_prompt_set
+
+    if args.save_calibrated and not args.calibrate:
+        raise InputError("--save-calibrated needs --calibrate contentfree or --calibrate platt")
+    if args.bins < 1:
+        raise InputError("--bins must be at least 1")
+    prompt_sets = [load_prompt_set(p) for p in (args.prompts or ["sentiment"])]
+    names = [ps.name for ps in prompt_sets]
+    if len(set(names)) != len(names):
+        raise InputError(f"--prompt: prompt-set names must differ, got {names}")
+    records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    console = Console()
+    with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
+        rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], batch_size=args.batch_size,
+                                 device=args.device, dtype=args.dtype)
+        results = evaluate_prompt_sets(rm, prompt_sets, records, labels, args.calibrate, args.bins, args.seed)
+    results.update(input=str(args.input), model=args.model, label_field=args.label_field)
+    console.print(results_table(results))
+    (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
+    written = [out_dir / "results.json", *write_plots(results, out_dir)]
+    if args.save_calibrated:
+        written += save_calibrated(results, prompt_sets, args.save_calibrated)
+    console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
+    return 0
