@@ -7,7 +7,6 @@ slower), so no fixed choice is right everywhere.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import torch
@@ -44,18 +43,9 @@ def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
 @functools.cache
 def fastest_cpu_dtype(min_gain: float = 1.5) -> torch.dtype:
     """bfloat16 if this CPU multiplies bf16 matrices at least `min_gain` times faster
-    than float32 (measured once per process, well under a second), else float32."""
-    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    than float32, each with its fastest kernel (measured once per process, about a
+    second), else float32."""
+    from .kernels import fastest_matmul_rate
+
+    fp32, bf16 = fastest_matmul_rate(torch.float32), fastest_matmul_rate(torch.bfloat16)
     return torch.bfloat16 if bf16 >= min_gain * fp32 else torch.float32
-
-
-def matmul_rate(dtype: torch.dtype, repeats: int = 5) -> float:
-    """GFLOP/s of a (512 x 896) @ (896 x 4864) product on the CPU (a 0.5B LM's MLP shape)."""
-    a, b = torch.randn(512, 896, dtype=dtype), torch.randn(896, 4864, dtype=dtype)
-    a @ b  # first call picks kernels and allocates
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * 512 * 896 * 4864 / best / 1e9

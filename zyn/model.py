@@ -206,6 +206,7 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         model, loaded_tok = load_pretrained(model, device=str(dev), dtype=resolve_dtype(dtype, dev),
                                             device_map=device_map)
         tokenizer = tokenizer or loaded_tok
+        options.setdefault("fast_kernels", True)  # our own copy: free to swap its kernels
     elif tokenizer is None:
         raise ZynError("a loaded model needs its tokenizer: ZeroShotRewardModel(model, tokenizer, ...)")
     elif device is not None or dtype is not None:

@@ -26,6 +26,7 @@ import torch
 
 from ..answers import AnswerIds, resolve_answer_ids
 from ..errors import ZynError
+from ..kernels import onednn_is_faster, use_onednn_linears
 from ..scoring import answer_logodds
 from .base import Query
 
@@ -55,17 +56,22 @@ class HFBackend:
         token_budget: most tokens (rows x padded length) in one forward pass.
         max_length: longest input in tokens; longer texts are cut inside the text.
         share_prefix: reuse shared prefixes and stems (causal LMs only).
+        fast_kernels: on CPU, compute the linear layers with oneDNN where a measurement
+            shows it faster (this changes the model in place, so zyn does it only for
+            models it loaded itself unless asked).
     """
 
     name = "transformers"
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None, token_budget: int | None = None,
-                 max_length: int | None = None, share_prefix: bool = True):
+                 max_length: int | None = None, share_prefix: bool = True, fast_kernels: bool = False):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         on_gpu = self.device.type != "cpu"
-        self.batch_size = batch_size or (64 if on_gpu else 16)
+        # CPU: 8 rows of ~50 tokens keep a layer's activations in cache and measured
+        # fastest (batch scan in benchmarks/RESULTS.md); a GPU wants wide batches.
+        self.batch_size = batch_size or (64 if on_gpu else 8)
         self.token_budget = token_budget or (65536 if on_gpu else 4096)
         self.max_length = max_length or _context_length(model, tokenizer)
         self.share_prefix = share_prefix and not self.is_seq2seq and _cache_is_plain(model)
@@ -73,6 +79,10 @@ class HFBackend:
         # Models without `logits_to_keep` compute every position's logits; we still
         # read only the last, but say so in the docs of such models' speed.
         self._keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.kernels = "default"
+        if fast_kernels and not on_gpu and onednn_is_faster(self.model.dtype):
+            use_onednn_linears(self.model)
+            self.kernels = "onednn"
         self.n_truncated = 0           # inputs cut to fit, since the last reset
         self._answer_ids: dict[tuple, AnswerIds] = {}
         self._prefix: tuple[tuple[int, ...], list] | None = None
