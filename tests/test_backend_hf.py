@@ -161,3 +161,26 @@ def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
     assert fast.backend.share_prefix
     assert fast.score(TEXTS) == pytest.approx(full.score(TEXTS), abs=1e-5)
     assert fast.score(TEXTS[:1]) == pytest.approx(full.score(TEXTS)[:1], abs=1e-5)
+
+
+def test_answer_rows_only_head_matches_full_logits(tiny_causal):
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+    ids = rm.backend.answer_ids(*rm.prompt_set.answers)
+    fast = rm.score(TEXTS)
+    assert rm.backend._head_ok(ids)
+    rm.backend._head_checked[ids] = False  # force the full-vocabulary path
+    assert rm.score(TEXTS) == pytest.approx(fast, abs=1e-5)
+
+
+def test_head_self_check_falls_back_when_logits_are_rescaled():
+    from conftest import make_tiny_causal
+
+    model, tok = make_tiny_causal()
+    # the head would soft-cap logits that this model's own forward does not: the
+    # one-time check must notice and keep the full-vocabulary path
+    model.config.final_logit_softcapping = 0.5
+    rm = ZeroShotRewardModel(model, tok, prompt="sentiment")
+    scores = rm.score(TEXTS[:4])
+    assert rm.backend._head_checked and not any(rm.backend._head_checked.values())
+    model.config.final_logit_softcapping = None
+    assert scores == pytest.approx(ZeroShotRewardModel(model, tok, prompt="sentiment").score(TEXTS[:4]), abs=1e-5)

@@ -79,6 +79,8 @@ class HFBackend:
         # Models without `logits_to_keep` compute every position's logits; we still
         # read only the last, but say so in the docs of such models' speed.
         self._keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._body = _body(model) if not self.is_seq2seq else None
+        self._head_checked: dict[AnswerIds, bool] = {}
         self.kernels = "default"
         if fast_kernels and not on_gpu and onednn_is_faster(self.model.dtype):
             use_onednn_linears(self.model)
@@ -200,8 +202,7 @@ class HFBackend:
         if self.is_seq2seq:
             logits = self._seq2seq_logits([item.leaves[0] for item in batch])
             return [[v] for v in answer_logodds(logits, ids.yes, ids.no).tolist()]
-        logits = self._causal_logits(batch, prefix)  # (sum of leaves, V)
-        values = iter(answer_logodds(logits, ids.yes, ids.no).tolist())
+        values = iter(self._causal_logodds(batch, prefix, ids).tolist())  # (sum of leaves,)
         return [[next(values) for _ in item.leaves] for item in batch]
 
     def _seq2seq_logits(self, seqs: list[list[int]]) -> torch.Tensor:
@@ -213,13 +214,13 @@ class HFBackend:
         out = self.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_ids)
         return out.logits[:, -1]  # (B, V)
 
-    def _causal_logits(self, batch: list[_Item], prefix: list[int]) -> torch.Tensor:
+    def _causal_logodds(self, batch: list[_Item], prefix: list[int], ids: AnswerIds) -> torch.Tensor:
         n = len(batch)
         cache, mask = self._prefix_cache(prefix, n)  # mask: (B, p)
         if any(item.stem for item in batch):
             stems, stem_mask = _pad([item.stem for item in batch], self.pad_id, left=True, device=self.device)
             mask = torch.cat([mask, stem_mask], dim=1)
-            cache = self._step(stems, mask, cache, keep=1).past_key_values
+            cache = self._step(stems, mask, cache).past_key_values
         k = len(batch[0].leaves)
         if k > 1:
             # Every group of one call has one query per question, so k is uniform.
@@ -228,14 +229,51 @@ class HFBackend:
         leaves, leaf_mask = _pad([leaf for item in batch for leaf in item.leaves], self.pad_id,
                                  left=True, device=self.device)
         mask = torch.cat([mask, leaf_mask], dim=1)
-        return self._step(leaves, mask, cache, keep=1).logits[:, -1]
+        if self._head_ok(ids):
+            hidden = self._step(leaves, mask, cache).last_hidden_state[:, -1]  # (R, D)
+            return self._answer_head(hidden, ids)
+        logits = self._step(leaves, mask, cache, logits=True).logits[:, -1]  # (R, V)
+        return answer_logodds(logits, ids.yes, ids.no)
 
-    def _step(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, keep: int):
-        """One forward over new tokens, given the full attention mask (past + new)."""
+    def _step(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, logits: bool = False):
+        """One forward over new tokens, given the full attention mask (past + new).
+
+        Without `logits` only the transformer body runs (hidden states and cache), and
+        the output layer's 100k+ vocabulary rows are not computed at all.
+        """
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-        extra = {"logits_to_keep": keep} if self._keep_kw else {}
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                          past_key_values=cache, use_cache=True, **extra)
+        args = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True)
+        if not logits and self._body is not None:
+            return self._body(**args)
+        return self.model(**args, **({"logits_to_keep": 1} if self._keep_kw else {}))
+
+    def _answer_head(self, hidden: torch.Tensor, ids: AnswerIds) -> torch.Tensor:
+        """Log-odds from the output layer's answer rows only: (R, D) -> (R,)."""
+        head = self.model.get_output_embeddings()
+        rows = torch.tensor(ids.yes + ids.no, device=hidden.device)
+        logits = hidden @ head.weight[rows].T  # (R, n_yes + n_no)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[rows]
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        n_yes = len(ids.yes)
+        return answer_logodds(logits, range(n_yes), range(n_yes, logits.shape[-1]))
+
+    def _head_ok(self, ids: AnswerIds) -> bool:
+        """Whether reading only the answer rows gives the full model's numbers (checked
+        once per answer set on a short input, since some models rescale their logits)."""
+        if self._body is None:
+            return False
+        if ids not in self._head_checked:
+            probe = self.tokenizer("Is this sentence a question? Answer:", add_special_tokens=True)["input_ids"]
+            x = torch.tensor([probe], device=self.device)
+            mask = torch.ones_like(x)
+            full = answer_logodds(self._step(x, mask, None, logits=True).logits[:, -1], ids.yes, ids.no)
+            fast = self._answer_head(self._step(x, mask, None).last_hidden_state[:, -1], ids)
+            self._head_checked[ids] = bool(torch.allclose(full, fast, atol=1e-3, rtol=1e-3))
+        return self._head_checked[ids]
 
     def _prefix_cache(self, prefix: list[int], n: int):
         """A fresh cache holding the shared prefix for `n` rows, and its mask."""
@@ -248,7 +286,7 @@ class HFBackend:
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
             ids = torch.tensor([prefix], device=self.device)
-            out = self._step(ids, mask[:1], DynamicCache(config=self.model.config), keep=1)
+            out = self._step(ids, mask[:1], DynamicCache(config=self.model.config))
             layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             self._prefix = (key, layers)
         for layer, (keys, values) in zip(cache.layers, self._prefix[1]):
@@ -266,6 +304,14 @@ def _context_length(model, tokenizer) -> int:
     if isinstance(tok_max, int) and 0 < tok_max < 10**9:
         limits.append(tok_max)
     return min(limits + [DEFAULT_MAX_LENGTH])
+
+
+def _body(model):
+    """The transformer without its output layer (e.g. `model.model`), if it has one."""
+    body = getattr(model, "base_model", None)
+    if body is None or body is model or model.get_output_embeddings() is None:
+        return None
+    return body
 
 
 def _cache_is_plain(model) -> bool:
