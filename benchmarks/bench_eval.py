@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from zyn import ZeroShotRewardModel, load_prompt_set  # noqa: E402
 from zyn.calibration import (apply_calibration, content_free_records, content_free_shift,  # noqa: E402
                              fit_platt_per_question, uncalibrated)
-from zyn.evaluation import evaluate  # noqa: E402
+from zyn.evaluation import evaluate, two_folds  # noqa: E402
 from zyn.models import DEFAULT_JUDGE  # noqa: E402
 
 DATA = {"movies": ROOT / "benchmarks/data/movie_reviews.jsonl",
@@ -93,16 +93,6 @@ def metrics_row(name: str, dataset: str, variant: str, per_q: dict, combined: np
     return {"prompt_set": name, "data": dataset, "variant": variant, **m}
 
 
-def two_fold(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    a, b = [], []
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        a.extend(idx[: len(idx) // 2])
-        b.extend(idx[len(idx) // 2:])
-    return [np.sort(np.array(a)), np.sort(np.array(b))]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_JUDGE)
@@ -147,7 +137,7 @@ def main() -> int:
             # Platt, 2-fold within the data set: every row scored by the fit on the other half
             per_q = {q.name: np.full(len(labels), np.nan) for q in ps.questions}
             comb = np.full(len(labels), np.nan)
-            for test in two_fold(labels):
+            for test in two_folds(labels):
                 train = np.setdiff1d(np.arange(len(labels)), test)
                 fit = fit_platt_per_question({k: v[train] for k, v in r.items()}, labels[train], ps)
                 pq, c = apply_calibration({k: v[test] for k, v in r.items()}, ps, fit)

@@ -235,3 +235,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(x[~pos])
     out[~pos] = e / (1.0 + e)
     return out
+
+
+def two_folds(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Two stratified halves of the row indices (each class split evenly), for
+    fitting a calibration on one half and reporting on the other."""
+    rng = np.random.default_rng(seed)
+    a, b = [], []
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        a.extend(idx[: len(idx) // 2])
+        b.extend(idx[len(idx) // 2:])
+    return [np.sort(np.array(a, dtype=int)), np.sort(np.array(b, dtype=int))]

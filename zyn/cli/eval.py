@@ -155,25 +155,15 @@ def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.
     return out
 
 
-def _two_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Two stratified halves of the row indices."""
-    rng = np.random.default_rng(seed)
-    a, b = [], []
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        a.extend(idx[: len(idx) // 2])
-        b.extend(idx[len(idx) // 2:])
-    return [np.sort(np.array(a, dtype=int)), np.sort(np.array(b, dtype=int))]
-
-
 def _platt_cross_fitted(raw: dict, ps, labels: np.ndarray, seed: int) -> tuple[dict, np.ndarray]:
     """Scores of every row under a Platt fit on the other fold (2-fold cross-fitting)."""
     from ..calibration import apply_calibration, fit_platt_per_question
+    from ..evaluation import two_folds
 
     n = len(labels)
     per_q = {q.name: np.full(n, np.nan) for q in ps.questions}
     combined = np.full(n, np.nan)
-    for test in _two_folds(labels, seed):
+    for test in two_folds(labels, seed):
         train = np.setdiff1d(np.arange(n), test)
         fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, labels[train], ps)
         pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, ps, fit)
