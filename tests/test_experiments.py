@@ -1,0 +1,138 @@
+"""Smoke tests of the experiment scripts with tiny random models (seconds, no real weights).
+
+Each script runs as a subprocess, as a user would run it, with a tiny policy and judge saved
+to local folders: two training steps, an evaluation after each, metrics.jsonl and the plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["ppo_flan_sentiments", "ppo_d5_movies", "ppo_flan_sentiments_robust", "ppo_flan_detox"]
+# Tiny everything: 4 completions per step in groups of 2, 4 new tokens, 4 held-out openers.
+TINY = {"batch_size": 4, "num_generations": 2, "max_new_tokens": 4, "eval_size": 4, "eval_show": 2,
+        "precision": "fp32", "time_limit_minutes": None, "learning_rate": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory, tiny_causal):
+    """(policy folder, judge folder, config file): the conftest's tiny causal LM saved twice."""
+    model, tok = tiny_causal
+    base = tmp_path_factory.mktemp("tiny_models")
+    policy, judge = base / "policy", base / "judge"
+    for folder in (policy, judge):
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+    config = base / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    return policy, judge, config
+
+
+def run_script(name: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_trains_evaluates_and_plots(script, tiny_dirs, tmp_path):
+    policy, judge, config = tiny_dirs
+    out = tmp_path / "run"
+    r = run_script(script, "--config", str(config), "--policy", str(policy), "--judge", str(judge),
+                   "--steps", "2", "--eval-every", "1", "--output-dir", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if row["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 1, 2]          # before training, then every step
+    assert all(0.0 <= e["p_yes"] <= 1.0 for e in evals)
+    assert any(row["kind"] == "train" and "reward" in row for row in rows)
+    for png in ("reward.png", "p_yes.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and set(summary["change"]) >= {"reward", "p_yes"}
+    assert (out / "final" / "config.json").is_file()
+    assert "Evaluation #2" in r.stdout and "before vs after" in r.stdout
+
+
+def test_rloo_trainer(tiny_dirs, tmp_path):
+    policy, judge, config = tiny_dirs
+    r = run_script("ppo_flan_sentiments", "--config", str(config), "--policy", str(policy), "--judge", str(judge),
+                   "--trainer", "rloo", "--steps", "1", "--eval-every", "1", "--output-dir", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "p_yes.png").is_file()
+
+
+def _one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_unknown_preset_is_a_one_line_error(tmp_path):
+    line = _one_line_error(run_script("ppo_flan_sentiments", "--judge", "qwen2.5-coder-0.5b-instruc",
+                                      "--output-dir", str(tmp_path)))
+    assert "qwen2.5-coder-0.5b-instruc" in line
+
+
+def test_missing_prompt_file_is_a_one_line_error(tmp_path):
+    line = _one_line_error(run_script("ppo_d5_movies", "--prompts", str(tmp_path / "nope.yaml"),
+                                      "--output-dir", str(tmp_path)))
+    assert "nope.yaml" in line
+
+
+def test_other_usage_errors(tmp_path):
+    assert "dataset" in _one_line_error(run_script("ppo_flan_detox", "--dataset", str(tmp_path / "none.txt"),
+                                                   "--output-dir", str(tmp_path)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 1\n")
+    assert "learning_rat" in _one_line_error(run_script("ppo_flan_sentiments", "--config", str(bad)))
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "cuda" in _one_line_error(run_script("ppo_flan_sentiments", "--device", "cuda",
+                                                    "--output-dir", str(tmp_path)))
+    line = _one_line_error(run_script("ppo_flan_sentiments", "--trainer", "trlx", "--output-dir", str(tmp_path)))
+    assert "trlx" in line
+
+
+def test_data_files_are_varied_and_disjoint():
+    data = ROOT / "experiments" / "data"
+    train = (data / "movie_openers.txt").read_text().splitlines()
+    held_out = (data / "movie_openers_eval.txt").read_text().splitlines()
+    assert len(set(train)) == len(train) >= 200
+    assert 32 <= len(set(held_out)) == len(held_out) <= 64
+    assert not set(train) & set(held_out)
+    detox = (data / "detox_openers.txt").read_text().splitlines()
+    detox_eval = (data / "detox_openers_eval.txt").read_text().splitlines()
+    assert len(detox) >= 50 and 32 <= len(detox_eval) <= 64 and not set(detox) & set(detox_eval)
+
+
+def test_local_dataset_formats(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from experiments.common import load_prompts
+
+    (tmp_path / "a.jsonl").write_text('{"text": "one two three four five six"}\n{"prompt": "Keep me whole"}\n')
+    assert load_prompts(str(tmp_path / "a.jsonl"), words=4) == ["one two three four", "Keep me whole"]
+    (tmp_path / "b.csv").write_text("text,label\nalpha beta gamma delta epsilon,1\n")
+    assert load_prompts(str(tmp_path / "b.csv"), words=2) == ["alpha beta"]
+    (tmp_path / "c.txt").write_text("First opener\n\nFirst opener\nSecond one\n")
+    assert load_prompts(str(tmp_path / "c.txt"), words=4) == ["First opener", "Second one"]
+
+
+def test_paper_config_is_valid():
+    sys.path.insert(0, str(ROOT))
+    from experiments.common import DEFAULTS, _read_config
+
+    cfg = _read_config(str(ROOT / "experiments" / "configs" / "paper_gpu.yaml"))
+    assert set(cfg) <= set(DEFAULTS)
+    assert cfg["policy"] == "lvwerra/gpt2-imdb" and cfg["judge"] == "google/flan-t5-large"
+    assert cfg["batch_size"] == 64 and cfg["dataset"].startswith("imdb")
