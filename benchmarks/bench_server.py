@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -141,7 +142,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.subprocess and args.model == "tiny":
-        ap.error("--subprocess needs a model the server can load by name")
+        # the server process loads the tiny model from a folder, and so does the direct run
+        folder = Path(tempfile.mkdtemp(prefix="zyn_tiny_"))
+        model, tok = tiny_model()
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        args.model = str(folder)
 
     rm = build_reward_model(args)
     texts = make_texts(args.clients * args.requests * args.texts)
