@@ -137,9 +137,16 @@ def test_chat_template_modes(tiny_causal):
 
 def test_budget_batches_cover_everything_in_order():
     items = [_Item(i, [], [[0] * n]) for i, n in enumerate([50, 40, 30, 20, 10, 5])]
-    batches = list(_budget_batches(items, max_rows=4, budget=100))
+    batches = list(_budget_batches(items, max_groups=4, budget=100))
     assert [it.index for b in batches for it in b] == list(range(6))
     assert all(len(b) * max(len(it.leaves[0]) for it in b) <= 100 or len(b) == 1 for b in batches)
+
+
+def test_budget_batches_count_samples_not_queries():
+    # 4 samples with a 30-token stem and 4 leaves of 5: 4 x (30 + 4 x 5) = 200 tokens
+    items = [_Item(i, [0] * 30, [[0] * 5] * 4) for i in range(8)]
+    assert [len(b) for b in _budget_batches(items, max_groups=4, budget=200)] == [4, 4]
+    assert [len(b) for b in _budget_batches(items, max_groups=8, budget=199)] == [3, 3, 2]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])

@@ -367,20 +367,21 @@ def _split(index: int, group: list[list[int]], p: int, share: bool) -> _Item:
     return _Item(index, rest[0][:s], [r[s:] for r in rest])
 
 
-def _budget_batches(items: list[_Item], max_rows: int, budget: int):
-    """Cut a length-sorted list into batches of at most `max_rows` rows whose padded
-    size (rows x longest) stays within `budget` tokens; one item always fits."""
+def _budget_batches(items: list[_Item], max_groups: int, budget: int):
+    """Cut a length-sorted list into batches of at most `max_groups` samples whose padded
+    size (samples x longest stem + queries x longest leaf) stays within `budget` tokens;
+    one item always fits. Counting samples, not queries, keeps the shared stem pass of
+    an ensemble as wide as a single question's pass."""
     batch: list[_Item] = []
-    rows = width = 0
+    stem_w = leaf_w = 0
     for item in items:
-        item_rows = len(item.leaves)
-        new_width = max(width, len(item.stem) + max(len(leaf) for leaf in item.leaves))
-        if batch and ((rows + item_rows) > max_rows or (rows + item_rows) * new_width > budget):
+        item_leaf = max(len(leaf) for leaf in item.leaves)
+        stem, leaf = max(stem_w, len(item.stem)), max(leaf_w, item_leaf)
+        n = len(batch) + 1
+        if batch and (n > max_groups or n * (stem + len(item.leaves) * leaf) > budget):
             yield batch
-            batch, rows, new_width = [], 0, len(item.stem) + max(len(leaf) for leaf in item.leaves)
+            batch, stem, leaf = [], len(item.stem), item_leaf
         batch.append(item)
-        rows += item_rows
-        width = new_width
+        stem_w, leaf_w = stem, leaf
     if batch:
         yield batch
-
