@@ -873,12 +873,7 @@ def plot_metrics(metrics_path: Path, out: Path, title: str = "") -> list[Path]:
         ax.plot([r["step"] for r in evals], [r["reward"] for r in evals], "o-", color="tab:red",
                 label="held-out openers (greedy)")
     ax.set(xlabel="step", ylabel="reward", title=f"{title}: reward")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "reward.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, ax, out / "reward.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if evals:
@@ -893,13 +888,20 @@ def plot_metrics(metrics_path: Path, out: Path, title: str = "") -> list[Path]:
         ax.plot([r["step"] for r in train if k in r], _smooth([r[k] for r in train if k in r]), lw=1, alpha=0.6,
                 label=f"training {k.split('/p_yes_')[-1]} (moving mean)")
     ax.set(xlabel="step", ylabel="P(yes)", ylim=(0, 1), title=f"{title}: P(yes) on held-out openers")
+    paths.append(_save(fig, ax, out / "p_yes.png"))
+    return paths
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout, PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    paths.append(out / "p_yes.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return paths
+    return path
 
 
 def _smooth(ys: list[float], k: int = 5) -> list[float]:
