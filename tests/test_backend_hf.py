@@ -9,7 +9,7 @@ import torch
 
 from zyn import ZeroShotRewardModel
 from zyn.backends.base import Query
-from zyn.backends.hf import HFBackend, _budget_batches, _common_prefix, _Item
+from zyn.backends.hf import HFBackend, _padded_passes
 
 TEXTS = [
     "This movie was great",
@@ -75,23 +75,82 @@ def test_shared_prefix_equals_full_recompute(tiny_causal, prompt):
     assert fast.score(TEXTS[:5]) == pytest.approx(b.p_yes[:5], abs=1e-5)
 
 
-def test_ensemble_shares_the_text_stem(tiny_causal):
+def test_ensemble_shares_the_text_stem(tiny_causal, monkeypatch):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
-    backend = rm.backend
-    groups = [rm.prompt_set.render(t) for t in TEXTS[:3]]
-    encoded = [[backend.encode(q) for q in g] for g in groups]
-    prefix = _common_prefix([s for g in encoded for s in g])
-    from zyn.backends.hf import _split
-    item = _split(0, encoded[1], len(prefix), True)
-    # the stem holds the whole text; each leaf holds only its question and the cue
-    assert len(item.stem) > 10 and all(len(leaf) < 30 for leaf in item.leaves)
+    seen = []
+    original = rm.backend._packed_logodds
+    monkeypatch.setattr(rm.backend, "_packed_logodds", lambda s, p, i: seen.append((s, p)) or original(s, p, i))
+    rm.score([TEXTS[1], TEXTS[9]])
+    ((seqs, prefix),) = seen
+    assert len(seqs) == 4  # both questions of both texts in one pass
+    from zyn.packing import pack
+    tree = pack(seqs)
+    # each text is computed once: the trie saves one copy of each (>10 tokens apiece)
+    assert len(tree.blocks) == 2 and len(tree) < sum(len(s) for s in seqs) - 20
+
+
+@pytest.mark.parametrize("prompt", ["sentiment", "sentiment_robust"])
+@pytest.mark.parametrize("budget", [16, 64, 512])
+def test_packed_rows_and_full_recompute_agree(tiny_causal, prompt, budget):
+    full = ZeroShotRewardModel(*tiny_causal, prompt=prompt, share_prefix=False).score_detailed(TEXTS)
+    for layout in (True, False):
+        rm = ZeroShotRewardModel(*tiny_causal, prompt=prompt, pack=layout, token_budget=budget)
+        got = rm.score_detailed(TEXTS)
+        for name in full.logodds:
+            assert got.logodds[name] == pytest.approx(full.logodds[name], abs=1e-4), (layout, name)
+
+
+def test_completions_of_one_prompt_share_it(tiny_causal):
+    # GRPO-style: several completions of each prompt, judged as prompt + completion
+    prompt = "The plot is good but the acting is awful and the story is"
+    texts = [f"{prompt} {end}" for end in ("boring", "fine", "wonderful", "bad, dull and long", "")]
+    texts += [f"Another prompt entirely, {end}" for end in ("yes", "no")]
+    fast = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", token_budget=64)
+    full = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", share_prefix=False)
+    assert fast.score(texts) == pytest.approx(full.score(texts), abs=1e-5)
+
+
+def test_blockwise_attention_equals_the_dense_mask(tiny_causal, monkeypatch):
+    from zyn import attention
+
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+    rm.backend.model.config._attn_implementation = "sdpa"
+    blockwise = rm.score(TEXTS)
+    calls = []
+    original = attention.block_attention
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("zyn_blocks") is not None)
+        return original(*args, **kwargs)
+
+    from transformers import AttentionInterface
+    monkeypatch.setitem(AttentionInterface._global_mapping, attention.NAME, counting)
+    rm.backend._prefix = None
+    assert rm.score(TEXTS) == pytest.approx(blockwise, abs=1e-6)
+    assert any(calls)  # the per-block path ran
+    dense = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+    monkeypatch.setattr("zyn.backends.hf.blockwise", _never_switch)
+    assert dense.score(TEXTS) == pytest.approx(blockwise, abs=1e-5)
+    assert rm.backend.model.config._attn_implementation == "sdpa"  # restored after each pass
+
+
+class _never_switch:
+    def __init__(self, model):
+        pass
+
+    def __enter__(self):
+        return False
+
+    def __exit__(self, *exc):
+        return False
 
 
 def test_identical_inputs_scored_once(tiny_causal, monkeypatch):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
     calls = []
     original = rm.backend._forward
-    monkeypatch.setattr(rm.backend, "_forward", lambda b, p, i: calls.append(len(b)) or original(b, p, i))
+    monkeypatch.setattr(rm.backend, "_forward",
+                        lambda b, s, p, i: calls.append(sum(map(len, b))) or original(b, s, p, i))
     out = rm.score(["same text"] * 10 + ["other"])
     assert sum(calls) == 2 and len(set(out[:10])) == 1
 
@@ -101,10 +160,10 @@ def test_out_of_memory_splits_and_keeps_order(tiny_causal, monkeypatch):
     ref = rm.score(TEXTS)
     original = rm.backend._forward
 
-    def flaky(batch, prefix, ids):
-        if len(batch) > 2:
+    def flaky(blocks, seqs, prefix, ids):
+        if sum(map(len, blocks)) > 2:
             raise torch.OutOfMemoryError("simulated")
-        return original(batch, prefix, ids)
+        return original(blocks, seqs, prefix, ids)
 
     monkeypatch.setattr(rm.backend, "_forward", flaky)
     assert rm.score(TEXTS) == pytest.approx(ref, abs=1e-5)
@@ -135,27 +194,25 @@ def test_chat_template_modes(tiny_causal):
     assert backend.format(Query((("hello", True),), chat="never")) == "hello"
 
 
-def test_budget_batches_cover_everything_in_order():
-    items = [_Item(i, [], [[0] * n]) for i, n in enumerate([50, 40, 30, 20, 10, 5])]
-    batches = list(_budget_batches(items, max_groups=4, budget=100))
-    assert [it.index for b in batches for it in b] == list(range(6))
-    assert all(len(b) * max(len(it.leaves[0]) for it in b) <= 100 or len(b) == 1 for b in batches)
+def test_padded_passes_cover_everything_longest_first():
+    seqs = [[0] * n for n in [10, 50, 30, 40, 20, 5]]
+    passes = _padded_passes(seqs, max_rows=4, budget=100)
+    flat = [b[0] for p in passes for b in p]
+    assert sorted(flat) == list(range(6)) and [len(seqs[q]) for q in flat] == [50, 40, 30, 20, 10, 5]
+    assert all(len(p) * len(seqs[p[0][0]]) <= 100 or len(p) == 1 for p in passes)
 
 
-def test_budget_batches_count_samples_not_queries():
-    # 4 samples with a 30-token stem and 4 leaves of 5: 4 x (30 + 4 x 5) = 200 tokens
-    items = [_Item(i, [0] * 30, [[0] * 5] * 4) for i in range(8)]
-    assert [len(b) for b in _budget_batches(items, max_groups=4, budget=200)] == [4, 4]
-    assert [len(b) for b in _budget_batches(items, max_groups=8, budget=199)] == [3, 3, 2]
-
-
-@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2", "llama"])
 def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     _, tok = tiny_causal
     torch.manual_seed(1)
-    if arch == "gpt2":
+    if arch == "llama":
+        from conftest import make_tiny_causal
+
+        model = make_tiny_causal()[0]
+    elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256,
                                            initializer_range=0.1))
     else:
@@ -163,11 +220,12 @@ def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                              max_position_embeddings=256, initializer_range=0.1))
     model.eval()
-    fast = ZeroShotRewardModel(model, tok, prompt="sentiment_robust")
-    full = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", share_prefix=False)
-    assert fast.backend.share_prefix
-    assert fast.score(TEXTS) == pytest.approx(full.score(TEXTS), abs=1e-5)
-    assert fast.score(TEXTS[:1]) == pytest.approx(full.score(TEXTS)[:1], abs=1e-5)
+    full = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", share_prefix=False).score(TEXTS)
+    for layout in (True, False):
+        fast = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", pack=layout, token_budget=96)
+        assert fast.backend.share_prefix
+        assert fast.score(TEXTS) == pytest.approx(full, abs=1e-5)
+        assert fast.score(TEXTS[:1]) == pytest.approx(full[:1], abs=1e-5)
 
 
 def test_answer_rows_only_head_matches_full_logits(tiny_causal):

@@ -1,49 +1,41 @@
 """Transformers backend: causal and seq2seq LMs, batched, reading one logit row per query.
 
-Causal LMs run in up to three stages over a key/value cache, so shared tokens are
-computed once:
+Causal LMs never compute a token twice within a call, and never compute padding:
 
     prefix  tokens every query of the call starts with (chat template, system
             message, template head), run once with batch 1 and reused across calls
-    stem    tokens the queries of one sample share beyond the prefix (with a
-            text-first template, everything up to the end of the text), run once
-            per sample
-    leaf    the rest of each query (its question and the answer cue)
+    tree    the rest of each query; queries that start alike (an ensemble's questions
+            after one text, completions of one prompt) share those tokens in a trie
+            (`zyn.packing`), packed into one row with a mask that lets each token see
+            the prefix, its ancestors and itself
 
-The logits are read at the last position of each leaf only (`logits_to_keep=1`).
-Leaves are left-padded so that position is the same for every row; positions are
-passed explicitly as cumsum(mask) - 1, so padding anywhere in the cache leaves the
-numbers equal to a full recomputation. Seq2seq LMs run the encoder over the whole
-input and one decoder step from the decoder start token.
+The answer is read at each query's last token, through the output layer's answer
+rows only. Positions are passed explicitly (prefix length + depth in the trie), so
+the numbers equal a full recomputation of each query alone. On a GPU the tree is laid
+out one padded row per block instead (wide batched products beat packing there).
+Seq2seq LMs, and causal ones with `share_prefix=False` (the reference path), run
+length-sorted padded batches: the encoder over the whole input and one decoder step.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ..answers import AnswerIds, resolve_answer_ids
+from ..attention import Blocks, blockwise
 from ..errors import ZynError
 from ..kernels import onednn_is_faster, use_onednn_linears
+from ..packing import attention_mask, pack, plan, plan_rows
 from ..scoring import answer_logodds
 from .base import Query
 
 DEFAULT_MAX_LENGTH = 8192  # longer judge inputs are rarely judged well and cost quadratic memory
-
-
-@dataclass
-class _Item:
-    """One group's token ids, split into the three stages."""
-
-    index: int                     # position of the group in the caller's list
-    stem: list[int]                # shared by the group's queries, after the prefix
-    leaves: list[list[int]]        # one per query, each non-empty
-
-    @property
-    def cost(self) -> int:
-        return len(self.stem) + sum(len(leaf) for leaf in self.leaves)
+# Queries merge into one block of the token trie only when they share at least this
+# many tokens (after the call's common prefix): texts that merely start with the same
+# word would otherwise make one big block, whose attention costs more than the word.
+MIN_SHARED = 8
 
 
 class HFBackend:
@@ -52,10 +44,14 @@ class HFBackend:
     Args:
         model: a causal or seq2seq LM (an ``nn.Module`` with ``.config``).
         tokenizer: its tokenizer.
-        batch_size: most rows in one forward pass.
-        token_budget: most tokens (rows x padded length) in one forward pass.
+        batch_size: most queries in one forward pass (rows, where rows are padded).
+        token_budget: most tokens in one forward pass (rows x padded length where
+            rows are padded).
         max_length: longest input in tokens; longer texts are cut inside the text.
-        share_prefix: reuse shared prefixes and stems (causal LMs only).
+        share_prefix: compute tokens that queries share once (causal LMs only); False
+            gives the plain padded path, the reference the shared one is checked against.
+        pack: lay the tokens of a forward pass out as one packed row (no padding);
+            default on CPU. On a GPU one padded row per block of queries is faster.
         fast_kernels: on CPU, compute the linear layers with oneDNN where a measurement
             shows it faster (this changes the model in place, so zyn does it only for
             models it loaded itself unless asked).
@@ -64,15 +60,18 @@ class HFBackend:
     name = "transformers"
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None, token_budget: int | None = None,
-                 max_length: int | None = None, share_prefix: bool = True, fast_kernels: bool = False):
+                 max_length: int | None = None, share_prefix: bool = True, pack: bool | None = None,
+                 fast_kernels: bool = False):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         on_gpu = self.device.type != "cpu"
-        # CPU: 8 rows of ~50 tokens keep a layer's activations in cache and measured
-        # fastest (batch scan in benchmarks/RESULTS.md); a GPU wants wide batches.
-        self.batch_size = batch_size or (64 if on_gpu else 8)
-        self.token_budget = token_budget or (65536 if on_gpu else 4096)
+        # CPU: ~512 packed tokens per pass measured fastest (budget scan in
+        # benchmarks/RESULTS.md): larger passes gain nothing in the products and lose
+        # cache locality. A GPU wants wide batches.
+        self.batch_size = batch_size or 64
+        self.token_budget = token_budget or (65536 if on_gpu else 512)
+        self.pack = (not on_gpu) if pack is None else bool(pack)
         self.max_length = max_length or _context_length(model, tokenizer)
         self.share_prefix = share_prefix and not self.is_seq2seq and _cache_is_plain(model)
         self.pad_id = _pad_id(tokenizer)
@@ -156,54 +155,67 @@ class HFBackend:
     @torch.inference_mode()
     def logodds(self, groups: list[list[Query]], yes: Sequence[str], no: Sequence[str]) -> list[list[float]]:
         ids = self.answer_ids(yes, no)
-        encoded = [[self.encode(q) for q in group] for group in groups]
-        # Identical groups (same tokens for every question) are scored once.
-        unique: dict[tuple, int] = {}
-        for g in encoded:
-            unique.setdefault(tuple(map(tuple, g)), len(unique))
-        keys = list(unique)
-        results = self._score_unique([list(map(list, k)) for k in keys], ids)
-        return [results[unique[tuple(map(tuple, g))]] for g in encoded]
+        # Every query of every group, identical token lists scored once.
+        unique: dict[tuple[int, ...], int] = {}
+        slots = [[unique.setdefault(tuple(self.encode(q)), len(unique)) for q in group] for group in groups]
+        values = self._score_unique([list(seq) for seq in unique], ids)
+        return [[values[k] for k in row] for row in slots]
 
-    def _score_unique(self, groups: list[list[list[int]]], ids: AnswerIds) -> list[list[float]]:
-        if self.is_seq2seq:
-            flat = [seq for g in groups for seq in g]
-            values = self._run_batches([_Item(i, [], [s]) for i, s in enumerate(flat)], [], ids)
-            it = iter(v[0] for v in values)
-            return [[next(it) for _ in g] for g in groups]
-        prefix = _common_prefix([seq for g in groups for seq in g]) if self.share_prefix else []
-        items = [_split(i, g, len(prefix), self.share_prefix) for i, g in enumerate(groups)]
-        return self._run_batches(items, prefix, ids)
+    def _score_unique(self, seqs: list[list[int]], ids: AnswerIds) -> list[float]:
+        """Log-odds of each distinct query, in the order given."""
+        if not seqs:
+            return []
+        if self.is_seq2seq or not self.share_prefix:
+            passes = _padded_passes(seqs, self.batch_size, self.token_budget)
+            return self._run_passes(passes, seqs, [], ids)
+        prefix = _common_prefix(seqs)
+        rest = [seq[len(prefix):] for seq in seqs]
+        if self.pack:
+            passes = plan(rest, self.token_budget, self.batch_size, MIN_SHARED)
+        else:
+            passes = plan_rows(rest, self.token_budget, self.batch_size, MIN_SHARED)
+        return self._run_passes(passes, rest, prefix, ids)
 
-    def _run_batches(self, items: list[_Item], prefix: list[int], ids: AnswerIds) -> list[list[float]]:
-        """Score items in length-sorted batches under the token budget; caller's order out."""
-        out: list[list[float] | None] = [None] * len(items)
-        # Longest first: an out-of-memory error shows at once, time estimates err high.
-        order = sorted(items, key=lambda it: it.cost, reverse=True)
-        for batch in _budget_batches(order, self.batch_size, self.token_budget):
-            for item, values in zip(batch, self._forward_safe(batch, prefix, ids)):
-                out[item.index] = values
-        assert all(v is not None for v in out), "a batch lost an item"
+    def _run_passes(self, passes: list[list[list[int]]], seqs: list[list[int]], prefix: list[int],
+                    ids: AnswerIds) -> list[float]:
+        """Run each pass (a list of blocks of query indices); caller's order out."""
+        out: list[float | None] = [None] * len(seqs)
+        for blocks in passes:
+            queries = [q for block in blocks for q in block]
+            for q, value in zip(queries, self._forward_safe(blocks, seqs, prefix, ids)):
+                out[q] = value
+        assert all(v is not None for v in out), "a pass lost a query"
         return out  # type: ignore[return-value]
 
-    def _forward_safe(self, batch: list[_Item], prefix: list[int], ids: AnswerIds) -> list[list[float]]:
-        """Forward a batch; on out-of-memory split it in two and retry each half."""
+    def _forward_safe(self, blocks: list[list[int]], seqs: list[list[int]], prefix: list[int],
+                      ids: AnswerIds) -> list[float]:
+        """Forward a pass; on out-of-memory split it in two and retry each half."""
         try:
-            return self._forward(batch, prefix, ids)
+            return self._forward(blocks, seqs, prefix, ids)
         except torch.OutOfMemoryError:
-            if len(batch) == 1:
+            if len(blocks) == 1 and len(blocks[0]) == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            half = len(batch) // 2
-            return self._forward_safe(batch[:half], prefix, ids) + self._forward_safe(batch[half:], prefix, ids)
+            if len(blocks) == 1:  # one block: split its queries
+                half = len(blocks[0]) // 2
+                first, second = [blocks[0][:half]], [blocks[0][half:]]
+            else:
+                half = len(blocks) // 2
+                first, second = blocks[:half], blocks[half:]
+            return self._forward_safe(first, seqs, prefix, ids) + self._forward_safe(second, seqs, prefix, ids)
 
-    def _forward(self, batch: list[_Item], prefix: list[int], ids: AnswerIds) -> list[list[float]]:
+    def _forward(self, blocks: list[list[int]], seqs: list[list[int]], prefix: list[int],
+                 ids: AnswerIds) -> list[float]:
+        """Log-odds of a pass's queries, in block order."""
         if self.is_seq2seq:
-            logits = self._seq2seq_logits([item.leaves[0] for item in batch])
-            return [[v] for v in answer_logodds(logits, ids.yes, ids.no).tolist()]
-        values = iter(self._causal_logodds(batch, prefix, ids).tolist())  # (sum of leaves,)
-        return [[next(values) for _ in item.leaves] for item in batch]
+            logits = self._seq2seq_logits([seqs[q] for block in blocks for q in block])
+            return answer_logodds(logits, ids.yes, ids.no).tolist()
+        if not self.share_prefix:
+            return self._padded_logodds([seqs[q] for block in blocks for q in block], ids).tolist()
+        if self.pack:
+            return self._packed_logodds([seqs[q] for block in blocks for q in block], prefix, ids).tolist()
+        return self._rows_logodds([[seqs[q] for q in block] for block in blocks], prefix, ids).tolist()
 
     def _seq2seq_logits(self, seqs: list[list[int]]) -> torch.Tensor:
         input_ids, mask = _pad(seqs, self.pad_id, left=False, device=self.device)
@@ -214,39 +226,68 @@ class HFBackend:
         out = self.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_ids)
         return out.logits[:, -1]  # (B, V)
 
-    def _causal_logodds(self, batch: list[_Item], prefix: list[int], ids: AnswerIds) -> torch.Tensor:
-        n = len(batch)
-        cache, mask = self._prefix_cache(prefix, n)  # mask: (B, p)
-        if any(item.stem for item in batch):
-            stems, stem_mask = _pad([item.stem for item in batch], self.pad_id, left=True, device=self.device)
-            mask = torch.cat([mask, stem_mask], dim=1)
-            cache = self._step(stems, mask, cache).past_key_values
-        k = len(batch[0].leaves)
-        if k > 1:
-            # Every group of one call has one query per question, so k is uniform.
-            cache.batch_repeat_interleave(k)
-            mask = mask.repeat_interleave(k, dim=0)
-        leaves, leaf_mask = _pad([leaf for item in batch for leaf in item.leaves], self.pad_id,
-                                 left=True, device=self.device)
-        mask = torch.cat([mask, leaf_mask], dim=1)
-        if self._head_ok(ids):
-            hidden = self._step(leaves, mask, cache).last_hidden_state[:, -1]  # (R, D)
-            return self._answer_head(hidden, ids)
-        logits = self._step(leaves, mask, cache, logits=True).logits[:, -1]  # (R, V)
-        return answer_logodds(logits, ids.yes, ids.no)
+    def _padded_logodds(self, seqs: list[list[int]], ids: AnswerIds) -> torch.Tensor:
+        """The plain path: one left-padded row per query, nothing shared."""
+        input_ids, mask = _pad(seqs, self.pad_id, left=True, device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        last = torch.full((len(seqs),), input_ids.shape[1] - 1, device=self.device)
+        return self._read(input_ids, mask, positions, None, torch.arange(len(seqs), device=self.device), last, ids)
 
-    def _step(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, logits: bool = False):
-        """One forward over new tokens, given the full attention mask (past + new).
+    def _packed_logodds(self, seqs: list[list[int]], prefix: list[int], ids: AnswerIds) -> torch.Tensor:
+        """The queries' trie in one row after the cached prefix: (Q,) log-odds."""
+        tree = pack(seqs, MIN_SHARED)
+        p, dev = len(prefix), self.device
+        input_ids = torch.tensor([tree.tokens], device=dev)  # (1, S)
+        positions = torch.tensor([tree.depths], device=dev) + p
+        mask = attention_mask(tree.allowed(), p, self.model.dtype)[None, None].to(dev)  # (1, 1, S, p + S)
+        extra = {"zyn_blocks": Blocks.of(tree.blocks, mask)} if len(tree.blocks) > 1 else {}
+        rows = torch.zeros(len(seqs), dtype=torch.long, device=dev)
+        ends = torch.tensor(tree.ends, device=dev)
+        with blockwise(self.model) as switched:
+            return self._read(input_ids, mask, positions, self._prefix_cache(prefix, 1), rows, ends, ids,
+                              **(extra if switched else {}))
 
-        Without `logits` only the transformer body runs (hidden states and cache), and
-        the output layer's 100k+ vocabulary rows are not computed at all.
+    def _rows_logodds(self, blocks: list[list[list[int]]], prefix: list[int], ids: AnswerIds) -> torch.Tensor:
+        """One right-padded row per block's trie after the cached prefix: (Q,) log-odds."""
+        trees = [pack(seqs, MIN_SHARED) for seqs in blocks]
+        width, p, dev = max(len(t) for t in trees), len(prefix), self.device
+        input_ids = torch.full((len(trees), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(trees), width), dtype=torch.long)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(trees), 1, 1)  # padding sees itself
+        rows, ends = [], []
+        for r, tree in enumerate(trees):
+            n = len(tree)
+            input_ids[r, :n] = torch.tensor(tree.tokens)
+            positions[r, :n] = torch.tensor(tree.depths) + p
+            allowed[r, :n, :n] = tree.allowed()
+            rows += [r] * len(tree.ends)
+            ends += tree.ends
+        mask = attention_mask(allowed, p, self.model.dtype)[:, None].to(dev)  # (R, 1, W, p + W)
+        return self._read(input_ids.to(dev), mask, positions.to(dev), self._prefix_cache(prefix, len(trees)),
+                          torch.tensor(rows, device=dev), torch.tensor(ends, device=dev), ids)
+
+    def _read(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache,
+              rows: torch.Tensor, cols: torch.Tensor, ids: AnswerIds, **extra) -> torch.Tensor:
+        """Run the model over new tokens and read the answer log-odds at (rows, cols).
+
+        The transformer body alone runs when reading the output layer's answer rows
+        gives the full model's numbers (checked once per answer set); otherwise the
+        whole model runs, keeping the logits of the read positions only.
         """
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         args = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True)
-        if not logits and self._body is not None:
-            return self._body(**args)
-        return self.model(**args, **({"logits_to_keep": 1} if self._keep_kw else {}))
+                    past_key_values=cache, use_cache=cache is not None, **extra)
+        if self._head_ok(ids):
+            hidden = self._body(**args).last_hidden_state[rows, cols]  # (Q, D)
+            return self._answer_head(hidden, ids)
+        if self._keep_kw:
+            keep = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+            keep[rows, cols] = True
+            logits = self.model(**args, logits_to_keep=keep).logits  # (Q, V), row-major order
+            flat = rows * input_ids.shape[1] + cols
+            logits = logits[torch.argsort(torch.argsort(flat))]
+        else:
+            logits = self.model(**args).logits[rows, cols]
+        return answer_logodds(logits, ids.yes, ids.no)
 
     def _answer_head(self, hidden: torch.Tensor, ids: AnswerIds) -> torch.Tensor:
         """Log-odds from the output layer's answer rows only: (R, D) -> (R,)."""
@@ -270,28 +311,30 @@ class HFBackend:
             probe = self.tokenizer("Is this sentence a question? Answer:", add_special_tokens=True)["input_ids"]
             x = torch.tensor([probe], device=self.device)
             mask = torch.ones_like(x)
-            full = answer_logodds(self._step(x, mask, None, logits=True).logits[:, -1], ids.yes, ids.no)
-            fast = self._answer_head(self._step(x, mask, None).last_hidden_state[:, -1], ids)
+            full = answer_logodds(self.model(input_ids=x, attention_mask=mask).logits[:, -1], ids.yes, ids.no)
+            fast = self._answer_head(self._body(input_ids=x, attention_mask=mask).last_hidden_state[:, -1], ids)
             self._head_checked[ids] = bool(torch.allclose(full, fast, atol=1e-3, rtol=1e-3))
         return self._head_checked[ids]
 
     def _prefix_cache(self, prefix: list[int], n: int):
-        """A fresh cache holding the shared prefix for `n` rows, and its mask."""
+        """A fresh cache holding the shared prefix for `n` rows (computed once, then reused)."""
         from transformers import DynamicCache
 
-        mask = torch.ones((n, len(prefix)), dtype=torch.long, device=self.device)
         cache = DynamicCache(config=self.model.config)
         if not prefix:
-            return cache, mask
+            return cache
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
-            ids = torch.tensor([prefix], device=self.device)
-            out = self._step(ids, mask[:1], DynamicCache(config=self.model.config))
-            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-            self._prefix = (key, layers)
+            x = torch.tensor([prefix], device=self.device)
+            out = self._body_or_model(input_ids=x, attention_mask=torch.ones_like(x),
+                                      past_key_values=DynamicCache(config=self.model.config), use_cache=True)
+            self._prefix = (key, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
         for layer, (keys, values) in zip(cache.layers, self._prefix[1]):
             layer.update(keys.expand(n, -1, -1, -1), values.expand(n, -1, -1, -1))
-        return cache, mask
+        return cache
+
+    def _body_or_model(self, **args):
+        return (self._body or self.model)(**args)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -349,39 +392,23 @@ def _pad(seqs: list[list[int]], pad_id: int, *, left: bool, device) -> tuple[tor
 
 def _common_prefix(seqs: list[list[int]]) -> list[int]:
     """Longest common prefix, leaving at least one token of every sequence after it."""
-    if not seqs:
-        return []
     shortest = min(len(s) for s in seqs)
-    n = 0
     first = seqs[0]
+    n = 0
     while n < shortest - 1 and all(s[n] == first[n] for s in seqs):
         n += 1
     return first[:n]
 
 
-def _split(index: int, group: list[list[int]], p: int, share: bool) -> _Item:
-    rest = [seq[p:] for seq in group]
-    if not share or len(rest) == 1:
-        return _Item(index, [], rest)
-    s = len(_common_prefix(rest))
-    return _Item(index, rest[0][:s], [r[s:] for r in rest])
-
-
-def _budget_batches(items: list[_Item], max_groups: int, budget: int):
-    """Cut a length-sorted list into batches of at most `max_groups` samples whose padded
-    size (samples x longest stem + queries x longest leaf) stays within `budget` tokens;
-    one item always fits. Counting samples, not queries, keeps the shared stem pass of
-    an ensemble as wide as a single question's pass."""
-    batch: list[_Item] = []
-    stem_w = leaf_w = 0
-    for item in items:
-        item_leaf = max(len(leaf) for leaf in item.leaves)
-        stem, leaf = max(stem_w, len(item.stem)), max(leaf_w, item_leaf)
-        n = len(batch) + 1
-        if batch and (n > max_groups or n * (stem + len(item.leaves) * leaf) > budget):
-            yield batch
-            batch, stem, leaf = [], len(item.stem), item_leaf
-        batch.append(item)
-        stem_w, leaf_w = stem, leaf
-    if batch:
-        yield batch
+def _padded_passes(seqs: list[list[int]], max_rows: int, budget: int) -> list[list[list[int]]]:
+    """Length-sorted passes of one query per block (row), longest first, each at most
+    `max_rows` rows and rows x longest row <= `budget` tokens (one row always fits)."""
+    passes: list[list[list[int]]] = []
+    width = 0
+    for q in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        if passes and len(passes[-1]) < max_rows and (len(passes[-1]) + 1) * width <= budget:
+            passes[-1].append([q])
+        else:
+            passes.append([[q]])
+            width = len(seqs[q])
+    return passes
