@@ -226,6 +226,9 @@ def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
         assert fast.backend.share_prefix
         assert fast.score(TEXTS) == pytest.approx(full, abs=1e-5)
         assert fast.score(TEXTS[:1]) == pytest.approx(full[:1], abs=1e-5)
+        assert fast.score(TEXTS[::-1]) == pytest.approx(full[::-1], abs=1e-5)
+        if layout:  # the last layer at the answers only, where the decoder keeps its layers in a list
+            assert bool(fast.backend._trim) is (arch != "gpt2")
 
 
 def test_answer_rows_only_head_matches_full_logits(tiny_causal):

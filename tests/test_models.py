@@ -433,6 +433,22 @@ def test_gguf_file_is_converted_once(tmp_path):
     assert prepare(gguf) != folder
 
 
+def test_sixteen_bit_load_uses_a_cached_copy_with_the_same_weights(tmp_path):
+    gguf = write_tiny_gguf(tmp_path / "m.gguf")
+    folder = prepare(gguf)
+    full, _ = load_pretrained(str(gguf))
+    half, tok = load_pretrained(str(gguf), dtype="bfloat16")
+    copy = folder.with_name(folder.name + "@bfloat16")
+    assert copy.is_dir() and (copy / "tokenizer.json").is_file()
+    assert (copy / "model.safetensors").stat().st_size < 0.6 * (folder / "model.safetensors").stat().st_size
+    assert half.dtype == torch.bfloat16
+    for (name, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items()):
+        assert torch.equal(a.to(torch.bfloat16), b), name
+    mtime = (copy / "model.safetensors").stat().st_mtime_ns
+    load_pretrained(str(gguf), dtype="bfloat16")  # made once, then reused
+    assert (copy / "model.safetensors").stat().st_mtime_ns == mtime
+
+
 def test_gguf_architecture_header(tmp_path):
     import struct
 

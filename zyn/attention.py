@@ -1,4 +1,4 @@
-"""Attention over a packed row, computed block by block.
+"""Attention over a packed row: block by block, and the last layer at the answers only.
 
 A packed row (see `zyn.packing`) holds many independent blocks of tokens after a
 shared cached prefix. Any attention that honours a 4D mask computes it exactly, but
@@ -8,6 +8,12 @@ prefix and itself only, with the same mask entries, so the numbers are unchanged
 it registers an attention function with transformers and switches the model to it
 for the duration of a forward pass that passes ``zyn_blocks=``. Any other call (and
 any model whose attention was not sdpa to begin with) goes through unchanged.
+
+The last decoder layer's output is read at the answer positions only, yet every
+token runs through it. `last_layer_at` runs it in two parts: every other token only
+as far as its keys and values (stored in the cache; the attention function stops the
+layer there), then the answer tokens in full against them, so ~95% of the last
+layer's work on the other tokens is skipped (1/L of the model).
 """
 from __future__ import annotations
 
@@ -17,8 +23,13 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 NAME = "zyn_blocks"
+
+
+class _KVStored(Exception):
+    """Raised by the attention function to stop a layer once its keys and values are cached."""
 
 
 @dataclass
@@ -44,6 +55,8 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if kwargs.pop("zyn_kv_only", False):
+        raise _KVStored
     if zyn_blocks is None or query.shape[0] != 1 or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
@@ -76,3 +89,59 @@ def blockwise(model) -> Iterator[bool]:
         yield True
     finally:
         config._attn_implementation = before
+
+
+class _LastLayerAt(nn.Module):
+    """Stands in for a decoder layer during one packed pass (batch 1): outputs the
+    layer at positions `keep` only, (1, K, D), having cached every position's keys
+    and values. The cache of this layer then holds [past, other tokens, kept tokens],
+    and the kept tokens' mask rows are permuted to match."""
+
+    def __init__(self, layer: nn.Module, keep: torch.Tensor, index: int):
+        super().__init__()
+        self.layer = layer
+        self.keep = keep
+        self.index = index  # the layer's place in the cache
+
+    def forward(self, hidden_states, attention_mask=None, position_embeddings=None, position_ids=None, **kwargs):
+        n, keep = hidden_states.shape[1], self.keep
+        kwargs.pop("zyn_blocks", None)
+        rest = torch.ones(n, dtype=torch.bool, device=keep.device)
+        rest[keep] = False
+        rest = rest.nonzero().flatten()
+        cos, sin = position_embeddings
+        if len(rest):
+            cache, idx = kwargs.get("past_key_values"), self.index
+            cached = cache.get_seq_length(idx) if cache is not None else None
+            try:
+                self.layer(hidden_states[:, rest], attention_mask=None, position_ids=position_ids[:, rest],
+                           position_embeddings=(cos[:, rest], sin[:, rest]), zyn_kv_only=True, **kwargs)
+            except _KVStored:
+                pass
+            else:
+                raise RuntimeError("the layer ran past its attention: keys and values were not cached first")
+            if cached is not None and cache.get_seq_length(idx) != cached + len(rest):
+                raise RuntimeError("the layer did not cache its keys and values before attention")
+        past = attention_mask.shape[-1] - n
+        cols = torch.cat([torch.arange(past, device=keep.device), past + rest, past + keep])
+        mask = attention_mask[:, :, keep][..., cols]
+        return self.layer(hidden_states[:, keep], attention_mask=mask, position_ids=position_ids[:, keep],
+                          position_embeddings=(cos[:, keep], sin[:, keep]), **kwargs)
+
+
+@contextlib.contextmanager
+def last_layer_at(body: nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """Within the block, `body` (a decoder with a ``layers`` list, switched by
+    `blockwise`) returns hidden states at positions `keep` only: (1, K, D)."""
+    layers = body.layers
+    last = layers[-1]
+    layers[-1] = _LastLayerAt(last, keep, len(layers) - 1)
+    try:
+        yield
+    finally:
+        layers[-1] = last
+
+
+def can_trim(body: nn.Module) -> bool:
+    """Whether `last_layer_at` applies: a decoder whose layers sit in ``body.layers``."""
+    return isinstance(getattr(body, "layers", None), nn.ModuleList) and len(body.layers) > 0
