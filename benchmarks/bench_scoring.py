@@ -1,18 +1,29 @@
 """Scoring throughput: the paper's per-sample reference, zyn's paths, and the machine's bound.
 
-One process, one model, one workload, so every figure is comparable with the others:
+One process per precision, one model, one workload, so every figure is comparable with
+the others of its precision:
 
   naive      the ZYN paper's way: one `generate(max_new_tokens=1)` per sample
-  batched    length-sorted batches, logits at the last position only, no prefix reuse
-  zyn        the default path (batched + shared-prefix reuse)
+  batched    length-sorted padded batches, logits at the last position only, nothing
+             shared (zyn's `share_prefix=False` reference path)
+  zyn        the default path: cached prefix, token trie packed into one row, attention
+             block by block, last layer at the answers only
   bound      full recomputation at the matrix-multiply rate measured in this run:
              2 * non-embedding parameters * tokens per sample FLOPs per sample
 
-It also reports the P(yes) drift of every path against the float32 full recompute,
-ensemble cost for k = 1, 2, 4 text-first questions, cost against text length and
-batch size, and peak resident memory. Prints a table and writes JSON.
+Ablations (zyn with padded rows instead of packing; packing without the trimmed last
+layer) show where the gain comes from. It also reports the P(yes) drift of every path
+against full recompute and against float32, ensemble cost for k = 1, 2, 4 text-first
+questions (on the workload and against text length), cost against text length and
+token budget, a GRPO-like workload (several completions per prompt), and peak
+resident memory. Every time is the best of --repeats runs (the machines here are
+shared; the best run is the one least disturbed). Prints tables and writes JSON.
 
-    python benchmarks/bench_scoring.py --model qwen2.5-coder-0.5b-instruct --dtypes float32 bfloat16
+    python benchmarks/bench_scoring.py --out benchmarks/results/scoring_cpu.json
+
+The workload: 32 texts of 15-60 words (uniform), each opening with a different one of
+the hand-written reviews in benchmarks/data and continued with the next ones, so no
+two texts share a beginning beyond chance (shared openings would flatter the trie).
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import platform
 import random
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,34 +42,34 @@ from zyn import ZeroShotRewardModel
 from zyn.kernels import fastest_matmul_rate
 from zyn.prompts import PromptSet, Question
 
-SENTENCES = [
-    "The acting was superb and the story kept me hooked until the very last scene.",
-    "I found the plot predictable and the dialogue painfully flat.",
-    "A gorgeous score carries the slower middle section.",
-    "Nobody in the cast seemed to know why they were there.",
-    "It is funny, warm and surprisingly sad in places.",
-    "The special effects look cheap even for a film of this budget.",
-    "My kids loved it and I did not hate it either.",
-    "The director clearly had a vision, but the editing ruins it.",
-    "Two hours went by like twenty minutes.",
-    "The ending made no sense at all and left the whole theatre groaning.",
-    "Every frame looks like a painting.",
-    "I want my money back.",
-]
+REVIEWS = Path(__file__).resolve().parent / "data" / "movie_reviews.jsonl"
 QUESTIONS = ["Is this movie review positive?", "Is this text too repetitive?",
              "Is this movie review from FilmAffinity?", "Does this review mention the actors?"]
 
 
+def _reviews(seed: int) -> list[str]:
+    reviews = [json.loads(line)["text"] for line in REVIEWS.open()]
+    random.Random(seed).shuffle(reviews)
+    return reviews
+
+
 def make_texts(n: int, seed: int = 0, lo: int = 15, hi: int = 60) -> list[str]:
-    """n review-like texts of lo..hi words, fixed by the seed."""
-    rng = random.Random(seed)
+    """n texts of lo..hi words: text i opens with review i and runs on into the next."""
+    reviews, rng = _reviews(seed), random.Random(seed + 1)
     texts = []
-    for _ in range(n):
-        target, words = rng.randint(lo, hi), []
+    for i in range(n):
+        target, words, j = rng.randint(lo, hi), [], i
         while len(words) < target:
-            words += rng.choice(SENTENCES).split()
+            words += reviews[j % len(reviews)].split()
+            j += 1
         texts.append(" ".join(words[:target]))
     return texts
+
+
+def texts_of_tokens(tok, n_tokens: int, count: int, seed: int = 0) -> list[str]:
+    """`count` distinct texts of about `n_tokens` tokens each, built like make_texts."""
+    long = make_texts(count, seed=seed, lo=n_tokens, hi=n_tokens)  # >= n_tokens words
+    return [tok.decode(tok(t, add_special_tokens=False)["input_ids"][:n_tokens]) for t in long]
 
 
 def text_first(k: int) -> PromptSet:
@@ -81,10 +93,14 @@ def nonembedding_params(model) -> int:
     return total
 
 
-def timed(fn, *args):
-    t = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t
+def timed(fn, *args, repeats: int = 1):
+    """(result, best wall time of `repeats` runs)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return out, best
 
 
 def naive_scores(rm: ZeroShotRewardModel, texts: list[str]) -> list[float]:
@@ -116,76 +132,124 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else 1.0
 
 
+def rate(n: int, seconds: float, tokens: float | None = None) -> dict:
+    out = {"seconds": seconds, "samples_s": n / seconds}
+    if tokens is not None:
+        out["tokens_s"] = n * tokens / seconds
+    return out
+
+
 def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None) -> dict:
     rm = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device, reward="prob")
-    backend = rm.backend
-    tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / len(texts)
+    backend, n, reps = rm.backend, len(texts), args.repeats
+    tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / n
     # The bound uses the fastest product this CPU offers at this precision (default or
     # oneDNN kernel), so a ratio against it shows work saved, not a kernel swapped.
-    rate = max(fastest_matmul_rate(backend.model.dtype, repeats=20) for _ in range(3))
-    bound = rate * 1e9 / (2 * nonembedding_params(backend.model) * tokens)
-    rm.score(texts[:4])  # warm-up: first-call allocations and kernel selection
+    gflops = max(fastest_matmul_rate(backend.model.dtype, repeats=20) for _ in range(3))
+    bound = gflops * 1e9 / (2 * nonembedding_params(backend.model) * tokens)
+    rm.score(texts[:4])  # warm-up: first-call allocations, kernel selection, self-checks
     full = ZeroShotRewardModel(backend.model, backend.tokenizer, prompt=args.prompt, reward="prob",
                                share_prefix=False)
-    res = {"dtype": dtype, "kernels": backend.kernels, "matmul_gflops": rate, "tokens_per_sample": tokens,
-           "bound_samples_s": bound}
-    batched, t = timed(full.score, texts)
-    res["batched"] = {"seconds": t, "samples_s": len(texts) / t, "tokens_s": len(texts) * tokens / t}
-    backend._prefix = None  # time the shared prefix's own computation too
-    fast, t = timed(rm.score, texts)
-    res["zyn"] = {"seconds": t, "samples_s": len(texts) / t, "tokens_s": len(texts) * tokens / t}
+    res = {"dtype": dtype, "kernels": backend.kernels, "matmul_gflops": gflops, "tokens_per_sample": tokens,
+           "bound_samples_s": bound, "token_budget": backend.token_budget, "trim": backend._trim}
+    batched, t = timed(full.score, texts, repeats=reps)
+    res["batched"] = rate(n, t, tokens)
+
+    def zyn_cold():  # time the shared prefix's own computation too
+        backend._prefix = None
+        return rm.score(texts)
+
+    fast, t = timed(zyn_cold, repeats=reps)
+    res["zyn"] = rate(n, t, tokens)
+    res["ablation"] = ablations(rm, zyn_cold, reps, n)
     res["fast_vs_full_max_abs"] = max(abs(a - b) for a, b in zip(fast, batched))
     if reference is not None:
         res["drift_vs_float32"] = {"max_abs": max(abs(a - b) for a, b in zip(fast, reference)),
-                                   "mean_abs": sum(abs(a - b) for a, b in zip(fast, reference)) / len(fast),
+                                   "mean_abs": sum(abs(a - b) for a, b in zip(fast, reference)) / n,
                                    "spearman": spearman(fast, reference)}
     res["scores"] = fast
-    res["ensemble"] = ensemble_costs(rm, texts)
+    res["ensemble"] = ensemble_costs(rm, texts, reps)
+    res["ensemble_vs_length"] = ensemble_vs_length(rm, args.ensemble_lengths, reps)
     if args.lengths:
-        res["length"] = length_costs(rm, args.lengths)
-    if args.batch_sizes:
-        res["batch"] = batch_costs(rm, texts, args.batch_sizes)
+        res["length"] = length_costs(rm, args.lengths, reps)
+    if args.budgets:
+        res["budget"] = budget_costs(rm, texts, args.budgets, reps)
+    res["shared_prompts"] = shared_prompts(rm, full, reps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not args.skip_naive:
         # The paper's way on the model as transformers loads it (default kernels).
         del rm, full, backend
         plain = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device,
                                     fast_kernels=False)
-        naive, t = timed(naive_scores, plain, texts)
-        res["naive"] = {"seconds": t, "samples_s": len(texts) / t}
+        naive, t = timed(naive_scores, plain, texts, repeats=min(reps, 2))
+        res["naive"] = rate(n, t, tokens)
         res["naive_vs_zyn_max_abs"] = max(abs(a - b) for a, b in zip(naive, fast))
     return res
 
 
-def ensemble_costs(rm, texts) -> dict:
+def ablations(rm, zyn_cold, reps: int, n: int) -> dict:
+    """zyn with one part switched off at a time, samples/s."""
+    backend, out = rm.backend, {}
+    backend.pack = False  # padded rows, one per block, as on a GPU
+    _, t = timed(zyn_cold, repeats=reps)
+    out["rows_not_packed"] = n / t
+    backend.pack, trim = True, backend._trim
+    backend._trim = False
+    _, t = timed(zyn_cold, repeats=reps)
+    out["packed_full_last_layer"] = n / t
+    backend._trim = trim
+    return out
+
+
+def ensemble_costs(rm, texts, reps: int) -> dict:
     out = {}
     for k in (1, 2, 4):
         sub = rm.with_prompt(text_first(k))
         sub.score(texts[:2])
-        _, t = timed(sub.score, texts)
-        out[k] = t
+        _, out[k] = timed(sub.score, texts, repeats=reps)
     return {str(k): {"seconds": t, "vs_k1": t / out[1]} for k, t in out.items()}
 
 
-def length_costs(rm, lengths: list[int]) -> dict:
-    tok = rm.backend.tokenizer
+def ensemble_vs_length(rm, lengths: list[int], reps: int) -> dict:
+    """k=4 against k=1 text-first questions on 8 texts of each length (tokens)."""
+    one, four = rm.with_prompt(text_first(1)), rm.with_prompt(text_first(4))
     out = {}
     for n in lengths:
-        words = make_texts(1, seed=n, lo=4 * n, hi=4 * n)[0]
-        text = tok.decode(tok(words, add_special_tokens=False)["input_ids"][:n])
-        _, t = timed(rm.score, [text] * 1 + [text + " ."] * 3)  # 4 distinct texts of ~n tokens
+        texts = texts_of_tokens(rm.backend.tokenizer, n, 8, seed=n)
+        _, t1 = timed(one.score, texts, repeats=reps)
+        _, t4 = timed(four.score, texts, repeats=reps)
+        out[str(n)] = {"k1_seconds": t1, "k4_seconds": t4, "k4_vs_k1": t4 / t1}
+    return out
+
+
+def length_costs(rm, lengths: list[int], reps: int) -> dict:
+    out = {}
+    for n in lengths:
+        texts = texts_of_tokens(rm.backend.tokenizer, n, 4, seed=n)
+        _, t = timed(rm.score, texts, repeats=reps)
         out[str(n)] = {"seconds": t, "samples_s": 4 / t}
     return out
 
 
-def batch_costs(rm, texts, sizes: list[int]) -> dict:
-    out = {}
-    for b in sizes:
-        rm.backend.batch_size = b
-        _, t = timed(rm.score, texts)
+def budget_costs(rm, texts, budgets: list[int], reps: int) -> dict:
+    backend, out = rm.backend, {}
+    default = backend.token_budget
+    for b in budgets:
+        backend.token_budget = b
+        _, t = timed(rm.score, texts, repeats=reps)
         out[str(b)] = {"seconds": t, "samples_s": len(texts) / t}
-    rm.backend.batch_size = 16 if rm.backend.device.type == "cpu" else 64
+    backend.token_budget = default
     return out
+
+
+def shared_prompts(rm, full, reps: int) -> dict:
+    """GRPO-like: 8 prompts x 4 completions, each judged as prompt + completion."""
+    reviews = _reviews(7)
+    prompts = [" ".join(r.split()[:12]) for r in reviews[:8]]
+    texts = [f"{p} {' '.join(reviews[8 + 4 * i + j].split()[:15])}" for i, p in enumerate(prompts) for j in range(4)]
+    _, t_full = timed(full.score, texts, repeats=reps)
+    _, t_zyn = timed(rm.score, texts, repeats=reps)
+    return {"batched_samples_s": len(texts) / t_full, "zyn_samples_s": len(texts) / t_zyn, "speedup": t_full / t_zyn}
 
 
 def main() -> None:
@@ -195,8 +259,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="texts in the workload")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per timing; the best is kept")
     ap.add_argument("--lengths", type=int, nargs="*", default=[32, 128, 512, 1024])
-    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 4, 8, 16])
+    ap.add_argument("--ensemble-lengths", type=int, nargs="*", default=[32, 64, 128, 256])
+    ap.add_argument("--budgets", type=int, nargs="*", default=[128, 256, 512, 1024])
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--out", default="benchmarks/results_scoring.json")
     args = ap.parse_args()
@@ -212,8 +278,9 @@ def main() -> None:
             reference = res["scores"]
         results.append(res)
         print_table(res)
-    meta = {"model": args.model, "prompt": args.prompt, "n": args.n, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": cpu_name()}
+    meta = {"model": args.model, "prompt": args.prompt, "n": args.n, "repeats": args.repeats,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}")
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
@@ -235,22 +302,28 @@ def cpu_name() -> str:
 
 def print_table(res: dict) -> None:
     bound = res["bound_samples_s"]
-    print(f"\n== {res['dtype']} ({res['kernels']} kernels): matmul {res['matmul_gflops']:.0f} GFLOP/s, {res['tokens_per_sample']:.1f} tokens/sample,"
-          f" full-recompute bound {bound:.2f} samples/s")
-    print(f"{'path':<10}{'samples/s':>11}{'x naive':>9}{'x bound':>9}")
+    print(f"\n== {res['dtype']} ({res['kernels']} kernels): matmul {res['matmul_gflops']:.0f} GFLOP/s, "
+          f"{res['tokens_per_sample']:.1f} tokens/sample, full-recompute bound {bound:.2f} samples/s")
+    print(f"{'path':<26}{'samples/s':>11}{'x naive':>9}{'x bound':>9}")
     naive = res.get("naive", {}).get("samples_s")
-    for path in ("naive", "batched", "zyn"):
-        if path in res:
-            s = res[path]["samples_s"]
-            print(f"{path:<10}{s:>11.2f}{(s / naive if naive else float('nan')):>9.2f}{s / bound:>9.2f}")
+    rows = [(p, res[p]["samples_s"]) for p in ("naive", "batched", "zyn") if p in res]
+    rows += [(f"zyn: {k.replace('_', ' ')}", v) for k, v in res["ablation"].items()]
+    for path, s in rows:
+        print(f"{path:<26}{s:>11.2f}{(s / naive if naive else float('nan')):>9.2f}{s / bound:>9.2f}")
     print(f"fast path vs full recompute: max |dP| = {res['fast_vs_full_max_abs']:.2e}")
     if "drift_vs_float32" in res:
         d = res["drift_vs_float32"]
         print(f"drift vs float32: max |dP| {d['max_abs']:.4f}, mean {d['mean_abs']:.4f}, spearman {d['spearman']:.4f}")
-    print("ensemble cost: " + ", ".join(f"k={k}: {v['seconds']:.2f}s ({v['vs_k1']:.2f}x)" for k, v in res["ensemble"].items()))
-    for key in ("length", "batch"):
+    print("ensemble cost: " + ", ".join(f"k={k}: {v['seconds']:.2f}s ({v['vs_k1']:.2f}x)"
+                                        for k, v in res["ensemble"].items()))
+    print("ensemble k=4 vs k=1 by text length: " + ", ".join(f"{n} tok: {v['k4_vs_k1']:.2f}x"
+                                                            for n, v in res["ensemble_vs_length"].items()))
+    for key in ("length", "budget"):
         if key in res:
             print(f"{key}: " + ", ".join(f"{k}: {v['samples_s']:.2f}/s" for k, v in res[key].items()))
+    sp = res["shared_prompts"]
+    print(f"8 prompts x 4 completions: batched {sp['batched_samples_s']:.2f}/s, zyn {sp['zyn_samples_s']:.2f}/s "
+          f"({sp['speedup']:.2f}x)")
     print(f"peak resident memory of the zyn path (this precision's process): {res['peak_rss_mb']:.0f} MB")
 
 

@@ -49,9 +49,10 @@ class ZeroShotRewardModel:
         prompt: a prompt-set YAML path, a name under ``prompts/``, a PromptSet, or a
             bare question ("Is this movie review positive?").
         reward: override the prompt set's reward shape: prob, logodds, zyn, logprob.
-        batch_size: most rows per forward pass (default: 16 on CPU, 64 on GPU).
+        batch_size: most queries per forward pass (default 64).
         device, dtype: where and in which precision to run a model loaded by name.
-        **backend_options: passed to the backend (token_budget, max_length, share_prefix).
+        **backend_options: passed to the backend (token_budget: most tokens per pass,
+            default 512 on CPU and 65536 on GPU; max_length, share_prefix, pack).
 
     >>> rm = ZeroShotRewardModel("qwen2.5-coder-0.5b-instruct", prompt="sentiment")  # doctest: +SKIP
     >>> rm.score(["A wonderful, moving film.", "Two hours I will never get back."])  # doctest: +SKIP

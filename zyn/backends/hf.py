@@ -244,7 +244,7 @@ class HFBackend:
         ends = torch.tensor(tree.ends, device=dev)
         rows = torch.zeros_like(ends)
         with blockwise(self.model) as switched:
-            extra = {"zyn_blocks": Blocks.of(tree.blocks, mask)} if switched and len(tree.blocks) > 1 else {}
+            extra = {"zyn_blocks": Blocks.of(tree.blocks, mask)} if switched else {}
 
             def run(trim: bool) -> torch.Tensor:
                 cache = self._prefix_cache(prefix, 1)
@@ -265,7 +265,7 @@ class HFBackend:
                     self._trim = bool((fast - full).abs().max() <= self._tolerance)
                 except Exception:  # noqa: BLE001 - an architecture it does not fit: keep the full layer
                     self._trim = False
-                return full
+                return fast if self._trim else full  # the numbers every later call gives
             return run(trim=True)
 
     def _rows_logodds(self, blocks: list[list[list[int]]], prefix: list[int], ids: AnswerIds) -> torch.Tensor:

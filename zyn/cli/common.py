@@ -12,7 +12,7 @@ def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set
                         f"(default: {DEFAULT_JUDGE})")
     p.add_argument("--prompt", default="sentiment", help=prompt_help)
     p.add_argument("--reward", choices=("prob", "logodds", "zyn", "logprob"), help="override the reward shape")
-    p.add_argument("--batch-size", type=int, help="most rows per forward pass")
+    p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto (GPU bf16, CPU float32) or fast "
                                    "(bf16 on CPUs that measure it faster; P(yes) drift <= ~0.03)")
