@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from zyn import ZeroShotRewardModel
-from zyn.kernels import OneDNNLinear, onednn_available, use_onednn_linears
+from zyn.kernels import OneDNNGatedMLP, OneDNNLinear, onednn_available, use_onednn_linears
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 
@@ -26,4 +26,30 @@ def test_swapped_model_scores_like_the_original(tiny_causal):
     output_layer = model.get_output_embeddings()
     assert use_onednn_linears(model) == 2 * 7  # q, k, v, o, gate, up, down per layer
     assert model.get_output_embeddings() is output_layer  # left alone (may be tied)
+    assert all(isinstance(layer.mlp, OneDNNGatedMLP) for layer in model.model.layers)
     assert ZeroShotRewardModel(model, tok, prompt="sentiment_robust").score(texts) == pytest.approx(ref, abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_fused_gated_mlp_matches_the_mlp(dtype, tol):
+    from transformers import Qwen2Config
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+    torch.manual_seed(0)
+    mlp = Qwen2MLP(Qwen2Config(hidden_size=64, intermediate_size=160)).to(dtype)
+    x = torch.randn(2, 9, 64, dtype=dtype)
+    with torch.inference_mode():
+        want = mlp(x).float()
+        fused = OneDNNGatedMLP(OneDNNLinear(mlp.gate_proj), OneDNNLinear(mlp.up_proj), OneDNNLinear(mlp.down_proj))
+        got = fused(x).float()
+    assert (got - want).abs().max() <= tol * want.abs().max()
+
+
+def test_an_mlp_of_another_activation_keeps_separate_products():
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    model = GemmaForCausalLM(GemmaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    use_onednn_linears(model)  # gelu-gated: the SiLU fusion does not apply
+    mlp = model.model.layers[0].mlp
+    assert not isinstance(mlp, OneDNNGatedMLP) and isinstance(mlp.gate_proj, OneDNNLinear)
