@@ -127,7 +127,7 @@ def use_onednn_linears(model: nn.Module) -> int:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child is not skip:
                 setattr(parent, name, OneDNNLinear(child))
-                _release_file_pages(child.weight, file_maps)
+                release_file_pages(child.weight, file_maps)
                 swapped += 1
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -167,7 +167,7 @@ def _file_mappings() -> list[tuple[int, int]]:
     return ranges
 
 
-def _release_file_pages(weight: torch.Tensor, file_maps: list[tuple[int, int]]) -> None:
+def release_file_pages(weight: torch.Tensor, file_maps: list[tuple[int, int]] | None = None) -> None:
     """Drop the resident pages of a weight read straight from a memory-mapped checkpoint.
 
     transformers maps the checkpoint file and keeps the mapping while any tensor of it
@@ -176,6 +176,8 @@ def _release_file_pages(weight: torch.Tensor, file_maps: list[tuple[int, int]]) 
     loses nothing (they would be read back from the file if touched). Weights in
     ordinary memory are left alone; they are freed with their module.
     """
+    if file_maps is None:
+        file_maps = _file_mappings()
     start = weight.data_ptr()
     end = start + weight.numel() * weight.element_size()
     if not any(lo <= start and end <= hi for lo, hi in file_maps):
