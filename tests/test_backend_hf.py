@@ -9,7 +9,8 @@ import torch
 
 from zyn import ZeroShotRewardModel
 from zyn.backends.base import Query
-from zyn.backends.hf import HFBackend, _padded_passes
+from zyn.backends.hf import HFBackend
+from zyn.packing import plan_rows
 
 TEXTS = [
     "This movie was great",
@@ -198,7 +199,7 @@ def test_chat_template_modes(tiny_causal):
 
 def test_padded_passes_cover_everything_longest_first():
     seqs = [[0] * n for n in [10, 50, 30, 40, 20, 5]]
-    passes = _padded_passes(seqs, max_rows=4, budget=100)
+    passes = plan_rows(seqs, budget=100, max_rows=4, min_shared=1000)  # no sharing: one query a row
     flat = [b[0] for p in passes for b in p]
     assert sorted(flat) == list(range(6)) and [len(seqs[q]) for q in flat] == [50, 40, 30, 20, 10, 5]
     assert all(len(p) * len(seqs[p[0][0]]) <= 100 or len(p) == 1 for p in passes)

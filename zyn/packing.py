@@ -130,7 +130,8 @@ def plan(seqs: list[list[int]], budget: int, max_queries: int, min_shared: int =
 def plan_rows(seqs: list[list[int]], budget: int, max_rows: int, min_shared: int = 1) -> list[list[list[int]]]:
     """Like `plan`, for a layout of one padded row per block: blocks sorted longest
     first (out-of-memory errors show at once), a pass holding at most `max_rows` rows
-    and rows x its longest row <= `budget` tokens."""
+    and rows x its longest row <= `budget` tokens. With `min_shared` longer than any
+    query, every query is a row of its own: plain length-sorted padded batches."""
     passes: list[list[list[int]]] = []
     width = 0
     for members, size in sorted(_blocks(seqs, budget, budget, min_shared), key=lambda b: -b[1]):

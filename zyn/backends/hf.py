@@ -167,7 +167,8 @@ class HFBackend:
         if not seqs:
             return []
         if self.is_seq2seq or not self.share_prefix:
-            passes = _padded_passes(seqs, self.batch_size, self.token_budget)
+            # one query per row (nothing counts as shared): plain length-sorted batches
+            passes = plan_rows(seqs, self.token_budget, self.batch_size, min_shared=self.max_length + 1)
             return self._run_passes(passes, seqs, [], ids)
         prefix = _common_prefix(seqs)
         rest = [seq[len(prefix):] for seq in seqs]
@@ -435,17 +436,3 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
     while n < shortest - 1 and all(s[n] == first[n] for s in seqs):
         n += 1
     return first[:n]
-
-
-def _padded_passes(seqs: list[list[int]], max_rows: int, budget: int) -> list[list[list[int]]]:
-    """Length-sorted passes of one query per block (row), longest first, each at most
-    `max_rows` rows and rows x longest row <= `budget` tokens (one row always fits)."""
-    passes: list[list[list[int]]] = []
-    width = 0
-    for q in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
-        if passes and len(passes[-1]) < max_rows and (len(passes[-1]) + 1) * width <= budget:
-            passes[-1].append([q])
-        else:
-            passes.append([[q]])
-            width = len(seqs[q])
-    return passes
