@@ -44,7 +44,7 @@ def test_calibration_is_applied(tiny_causal):
     plain = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
     shifted = plain.with_prompt(plain.prompt_set.with_calibration({"positive": (2.0, 1.0)}))
     a, b = plain.score_detailed(TEXTS), shifted.score_detailed(TEXTS)
-    assert b.logodds["positive"] == pytest.approx([2 * x + 1 for x in a.logodds["positive"]], abs=1e-5)
+    assert b.logodds["positive"] == pytest.approx([2 * x + 1 for x in a.logodds["positive"]], abs=1e-6)
 
 
 def test_with_prompt_shares_the_model(rm):

@@ -45,10 +45,8 @@ def fastest_cpu_dtype(min_gain: float = 1.5) -> torch.dtype:
     """bfloat16 if this CPU multiplies bf16 matrices at least `min_gain` times faster
     than float32, each with its fastest kernel (measured once per process, a few
     seconds), else float32."""
-    from .kernels import fastest_matmul_rate
+    from .kernels import best_of_rounds, fastest_matmul_rate
 
-    fp32 = bf16 = 0.0
-    for _ in range(3):  # alternating rounds, best of each: robust to a burst of other work
-        fp32 = max(fp32, fastest_matmul_rate(torch.float32))
-        bf16 = max(bf16, fastest_matmul_rate(torch.bfloat16))
+    fp32, bf16 = best_of_rounds(lambda: fastest_matmul_rate(torch.float32),
+                                lambda: fastest_matmul_rate(torch.bfloat16))
     return torch.bfloat16 if bf16 >= min_gain * fp32 else torch.float32

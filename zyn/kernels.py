@@ -15,6 +15,7 @@ import ctypes.util
 import functools
 import mmap
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -91,6 +92,19 @@ def fastest_matmul_rate(dtype: torch.dtype, repeats: int = 5) -> float:
     return max(rates)
 
 
+def best_of_rounds(measure_a: Callable[[], float], measure_b: Callable[[], float], rounds: int = 3,
+                   settled: Callable[[float, float], bool] | None = None) -> tuple[float, float]:
+    """The best of each of two rates, measured in alternating rounds, so that a burst of
+    other work on a shared machine cannot decide between them; `settled(a, b)` may stop
+    early once the answer is clear."""
+    a = b = 0.0
+    for _ in range(rounds):
+        a, b = max(a, measure_a()), max(b, measure_b())
+        if settled is not None and settled(a, b):
+            break
+    return a, b
+
+
 @functools.cache
 def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3) -> bool:
     """Whether oneDNN's packed linear is at least `min_gain` times as fast as the
@@ -104,12 +118,9 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
     if not onednn_available():
         return False
     try:
-        onednn = default = 0.0
-        for _ in range(rounds):
-            onednn = max(onednn, matmul_rate(dtype, "onednn", repeats=3))
-            default = max(default, matmul_rate(dtype, "default", repeats=3))
-            if not 1 / 1.5 < onednn / (min_gain * default) < 1.5:
-                break
+        onednn, default = best_of_rounds(lambda: matmul_rate(dtype, "onednn", repeats=3),
+                                         lambda: matmul_rate(dtype, "default", repeats=3), rounds=rounds,
+                                         settled=lambda a, b: not 1 / 1.5 < a / (min_gain * b) < 1.5)
         return onednn >= min_gain * default
     except RuntimeError:  # a build whose oneDNN lacks this dtype
         return False

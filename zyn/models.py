@@ -833,8 +833,9 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
         raise ModelError(f"{src.name!r} is a remote server; it is scored through the OpenAI backend, "
                          "not loaded here")
     folder = str(prepare(src.location)) if src.kind in ("preset", "gguf") else src.location
-    if src.kind in ("preset", "gguf") and _torch_dtype(dtype) in _reduced():
-        folder = str(_precision_copy(Path(folder), _torch_dtype(dtype)))
+    wanted = _torch_dtype(dtype)
+    if src.kind in ("preset", "gguf") and wanted in _reduced():
+        folder = str(_precision_copy(Path(folder), wanted))
     try:
         return _load_folder(folder, device=device, dtype=dtype, device_map=device_map)
     except OSError as e:  # transformers' way of saying "no such model / no network"

@@ -27,7 +27,7 @@ from ..answers import AnswerIds, resolve_answer_ids
 from ..attention import Blocks, blockwise, can_trim, last_layer_at
 from ..errors import ZynError
 from ..kernels import onednn_is_faster, release_file_pages, use_onednn_linears
-from ..packing import attention_mask, pack, plan, plan_rows
+from ..packing import attention_mask, common_prefix_len, pack, plan, plan_rows
 from ..scoring import answer_logodds
 from .base import Query
 
@@ -364,15 +364,12 @@ class HFBackend:
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
             x = torch.tensor([prefix], device=self.device)
-            out = self._body_or_model(input_ids=x, attention_mask=torch.ones_like(x),
-                                      past_key_values=DynamicCache(config=self.model.config), use_cache=True)
+            out = (self._body or self.model)(input_ids=x, attention_mask=torch.ones_like(x),
+                                             past_key_values=DynamicCache(config=self.model.config), use_cache=True)
             self._prefix = (key, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
         for layer, (keys, values) in zip(cache.layers, self._prefix[1]):
             layer.update(keys.expand(n, -1, -1, -1), values.expand(n, -1, -1, -1))
         return cache
-
-    def _body_or_model(self, **args):
-        return (self._body or self.model)(**args)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -430,9 +427,6 @@ def _pad(seqs: list[list[int]], pad_id: int, *, left: bool, device) -> tuple[tor
 
 def _common_prefix(seqs: list[list[int]]) -> list[int]:
     """Longest common prefix, leaving at least one token of every sequence after it."""
-    shortest = min(len(s) for s in seqs)
     first = seqs[0]
-    n = 0
-    while n < shortest - 1 and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return first[:n]
+    n = min(min(common_prefix_len(first, s), len(s) - 1) for s in seqs)
+    return first[:max(n, 0)]
