@@ -4,9 +4,8 @@ A packed row (see `zyn.packing`) holds many independent blocks of tokens after a
 shared cached prefix. Any attention that honours a 4D mask computes it exactly, but
 as one (S x prefix+S) product, mostly masked out: S = 512 packed tokens cost ~3x the
 attention of the blocks alone. `blockwise` lets a model compute each block against the
-prefix and itself only (small blocks gathered into padded rows of their own), with
-the same mask entries, so the numbers are unchanged up to rounding:
-it registers an attention function with transformers and switches the model to it
+prefix and itself only, with the same mask entries, so the numbers are unchanged up
+to rounding: it registers an attention function with transformers and switches the model to it
 for the duration of a forward pass that passes ``zyn_blocks=``. Any other call (and
 any model whose attention was not sdpa to begin with) goes through unchanged.
 
@@ -33,57 +32,20 @@ class _KVStored(Exception):
     """Raised by the attention function to stop a layer once its keys and values are cached."""
 
 
-# Blocks up to this many tokens are gathered into padded rows and attended with plain
-# batched products; wider ones go one by one through the fused kernel, whose cost
-# grows better with length (at 1,000 tokens the plain products take 3x as long).
-SMALL_BLOCK = 128
-
-
-@dataclass
-class _Gathered:
-    """Small blocks gathered into padded rows: row r holds block r's tokens, and its
-    keys are the cached prefix and the block itself. Padding is masked out as keys and
-    discarded as queries."""
-
-    queries: torch.Tensor  # (R, W) positions in the packed row of each row's tokens (pad: 0)
-    keys: torch.Tensor     # (R, past + W) positions in the cache of each row's keys (pad: 0)
-    mask: torch.Tensor     # (R, 1, W, past + W) float32 additive
-    valid: torch.Tensor    # (R, W) bool: a real token, not padding
-
-
 @dataclass
 class Blocks:
-    """The blocks of a packed row (batch 1), as attention computes them."""
+    """The blocks of a packed row (batch 1), as attention computes them: each block's
+    (start, end) in the row and its (1, 1, n, past + n) mask against the cached prefix
+    and itself."""
 
-    small: _Gathered | None
-    large: list[tuple[int, int, torch.Tensor]]  # (start, end, its (1, 1, n, past + n) mask)
+    spans: list[tuple[int, int, torch.Tensor]]
 
     @classmethod
     def of(cls, spans: list[tuple[int, int]], mask: torch.Tensor) -> "Blocks":
         """From the blocks' (start, end) spans and the packed row's (1, 1, S, past + S) mask."""
         past = mask.shape[-1] - mask.shape[-2]
-        large = [(a, b, torch.cat([mask[..., a:b, :past], mask[..., a:b, past + a:past + b]], dim=-1))
-                 for a, b in spans if b - a > SMALL_BLOCK]
-        small = [(a, b) for a, b in spans if b - a <= SMALL_BLOCK]
-        return cls(_gather(small, mask, past) if small else None, large)
-
-
-def _gather(spans: list[tuple[int, int]], mask: torch.Tensor, past: int) -> _Gathered:
-    width, dev = max(b - a for a, b in spans), mask.device
-    queries = torch.zeros(len(spans), width, dtype=torch.long)
-    keys = torch.zeros(len(spans), past + width, dtype=torch.long)
-    rows = torch.full((len(spans), 1, width, past + width), torch.finfo(torch.float32).min)
-    valid = torch.zeros(len(spans), width, dtype=torch.bool)
-    keys[:, :past] = torch.arange(past)
-    for r, (a, b) in enumerate(spans):
-        n = b - a
-        queries[r, :n] = torch.arange(a, b)
-        keys[r, past:past + n] = torch.arange(past + a, past + b)
-        rows[r, 0, :n, :past] = mask[0, 0, a:b, :past].float()
-        rows[r, 0, :n, past:past + n] = mask[0, 0, a:b, past + a:past + b].float()
-        rows[r, 0, n:, 0] = 0.0  # padding queries see one key, so no row is all masked
-        valid[r, :n] = True
-    return _Gathered(queries.to(dev), keys.to(dev), rows.to(dev), valid.to(dev))
+        return cls([(a, b, torch.cat([mask[..., a:b, :past], mask[..., a:b, past + a:past + b]], dim=-1))
+                    for a, b in spans])
 
 
 def block_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -91,9 +53,10 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
     """transformers attention-interface function: per block when given `zyn_blocks`.
 
     query (1, H, S, D); key, value (1, Hkv, past + S, D), the cached prefix first.
-    Returns (1, S, H, D) as transformers' own attention functions do. Small blocks
-    (tens of tokens) go through plain batched products with a float32 softmax, which
-    beat the fused kernel there (3x in bf16 on the CPUs here); large ones through it.
+    Returns (1, S, H, D) as transformers' own attention functions do. Each block goes
+    through torch's fused kernel, which accumulates in float32 whatever the precision:
+    plain bf16 products here (tried, batching the small blocks) were no faster on the
+    CPUs measured and rounded the scores to 8 bits, doubling the bf16 drift in P(yes).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -105,31 +68,14 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
                                       scaling=scaling, **kwargs)
     scale = scaling if scaling is not None else query.shape[3] ** -0.5
     out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # (S, H, D)
-    if zyn_blocks.small is not None:
-        _attend_gathered(query, key, value, zyn_blocks.small, scale, out)
     past = key.shape[2] - query.shape[2]
-    for a, b, mask in zyn_blocks.large:
+    for a, b, mask in zyn_blocks.spans:
         k = torch.cat([key[:, :, :past], key[:, :, past + a:past + b]], dim=2)
         v = torch.cat([value[:, :, :past], value[:, :, past + a:past + b]], dim=2)
         o = F.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=mask.to(query.dtype), scale=scale,
                                            enable_gqa=query.shape[1] != key.shape[1])
         out[a:b] = o[0].transpose(0, 1)
     return out.unsqueeze(0), None
-
-
-def _attend_gathered(query, key, value, g: _Gathered, scale: float, out: torch.Tensor) -> None:
-    """Attention of the gathered small blocks, written into `out` (S, H, D)."""
-    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
-    group, (rows, width) = heads // kv_heads, g.queries.shape
-    # (R, Hkv, group * W, D): the query heads that share a key head, stacked
-    q = query[0].index_select(1, g.queries.flatten()).view(kv_heads, group, rows, width, dim)
-    q = q.permute(2, 0, 1, 3, 4).reshape(rows, kv_heads, group * width, dim)
-    k = key[0].index_select(1, g.keys.flatten()).view(kv_heads, rows, -1, dim).transpose(0, 1)
-    v = value[0].index_select(1, g.keys.flatten()).view(kv_heads, rows, -1, dim).transpose(0, 1)
-    scores = (q @ k.transpose(-1, -2)).view(rows, heads, width, -1).float() * scale + g.mask
-    probs = scores.softmax(-1).to(v.dtype).view(rows, kv_heads, group * width, -1)
-    o = (probs @ v).view(rows, heads, width, dim).transpose(1, 2)  # (R, W, H, D)
-    out[g.queries[g.valid]] = o[g.valid]
 
 
 @contextlib.contextmanager
