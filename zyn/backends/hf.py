@@ -26,7 +26,7 @@ import torch
 from ..answers import AnswerIds, resolve_answer_ids
 from ..attention import Blocks, blockwise, can_trim, last_layer_at
 from ..errors import ZynError
-from ..kernels import onednn_is_faster, release_file_pages, use_onednn_linears
+from ..kernels import onednn_is_faster, release_file_pages, use_fused_norms, use_onednn_linears
 from ..packing import attention_mask, common_prefix_len, pack, plan, plan_rows
 from ..scoring import answer_logodds
 from .base import Query
@@ -53,8 +53,8 @@ class HFBackend:
         pack: lay the tokens of a forward pass out as one packed row (no padding);
             default on CPU. On a GPU one padded row per block of queries is faster.
         fast_kernels: on CPU, compute the linear layers with oneDNN where a measurement
-            shows it faster (this changes the model in place, so zyn does it only for
-            models it loaded itself unless asked).
+            shows it faster, and RMSNorms as one fused op (this changes the model in
+            place, so zyn does it only for models it loaded itself unless asked).
     """
 
     name = "transformers"
@@ -81,9 +81,11 @@ class HFBackend:
         self._body = _body(model) if not self.is_seq2seq else None
         self._head_checked: dict[AnswerIds, bool] = {}
         self.kernels = "default"
-        if fast_kernels and not on_gpu and onednn_is_faster(self.model.dtype):
-            use_onednn_linears(self.model)
-            self.kernels = "onednn"
+        if fast_kernels and not on_gpu:
+            use_fused_norms(self.model)
+            if onednn_is_faster(self.model.dtype):
+                use_onednn_linears(self.model)
+                self.kernels = "onednn"
         self.n_truncated = 0           # inputs cut to fit, since the last reset
         self._answer_ids: dict[tuple, AnswerIds] = {}
         self._prefix: tuple[tuple[int, ...], list] | None = None
