@@ -24,6 +24,16 @@ shared; the best run is the one least disturbed). Prints tables and writes JSON.
 The workload: 32 texts of 15-60 words (uniform), each opening with a different one of
 the hand-written reviews in benchmarks/data and continued with the next ones, so no
 two texts share a beginning beyond chance (shared openings would flatter the trie).
+
+GPU figures use judges of real architectures with random weights (see
+benchmarks/random_models.py; speed does not depend on the weights):
+
+    python benchmarks/bench_scoring.py --model random:flan-t5-large --device cuda \
+        --dtypes bfloat16 --n 512 --tokenizer TOKENIZER_FOLDER
+
+For an encoder-decoder judge the bound counts what such a judge must compute: the
+encoder and the decoder's cross-attention keys and values over every input token, the
+rest of the decoder at one position.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+import random_models
 from zyn import ZeroShotRewardModel
 from zyn.kernels import fastest_matmul_rate
 from zyn.prompts import PromptSet, Question
@@ -78,19 +89,47 @@ def text_first(k: int) -> PromptSet:
     return PromptSet(name=f"ensemble{k}", questions=qs, reward="prob")
 
 
-def nonembedding_params(model) -> int:
-    """Weights of the matrix products run for every token: all linear layers but the
-    output layer (which zyn runs for the answer position only)."""
+# The decoder's products that run over every encoder token: cross-attention keys and values.
+CROSS_KV = ("EncDecAttention.k", "EncDecAttention.v", "encoder_attn.k_proj", "encoder_attn.v_proj")
+
+
+def flops_per_sample(model, tokens: float) -> float:
+    """Matrix-product FLOPs that full recomputation of one `tokens`-token input needs:
+    every linear layer but the output layer (which zyn runs for the answer position
+    only) at every token; for an encoder-decoder, the decoder at one position but for
+    its cross-attention keys and values, which run over every input token."""
     from zyn.kernels import OneDNNLinear
 
     skip = model.get_output_embeddings()
-    total = 0
-    for m in model.modules():
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    total = 0.0
+    for name, m in model.named_modules():
         if isinstance(m, torch.nn.Linear) and m is not skip:
-            total += m.weight.numel()
+            weights = m.weight.numel()
         elif isinstance(m, OneDNNLinear):
-            total += m.in_features * m.out_features
+            weights = m.in_features * m.out_features
+        else:
+            continue
+        at_one = seq2seq and name.startswith("decoder.") and not any(k in name for k in CROSS_KV)
+        total += 2 * weights * (1 if at_one else tokens)
     return total
+
+
+def matmul_rate(dtype: torch.dtype, device: str | None) -> float:
+    """GFLOP/s of the fastest product at `dtype`: on CPU any kernel zyn can use (best of
+    3 rounds); on a GPU an 8192^3 product, the mean of 10 after 3 warm-ups."""
+    if device is None or not str(device).startswith("cuda"):
+        return max(fastest_matmul_rate(dtype, repeats=20) for _ in range(3))
+    a = torch.randn(8192, 8192, dtype=dtype, device=device)
+    b = torch.randn(8192, 8192, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192 ** 3 / (time.perf_counter() - t) / 1e9
 
 
 def timed(fn, *args, repeats: int = 1):
@@ -140,13 +179,18 @@ def rate(n: int, seconds: float, tokens: float | None = None) -> dict:
 
 
 def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None) -> dict:
-    rm = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device, reward="prob")
+    if random_models.is_random(args.model):
+        model, tok = random_models.build(args.model, dtype, args.device, args.tokenizer)
+        rm = ZeroShotRewardModel(model, tok, prompt=args.prompt, reward="prob")
+    else:
+        rm = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device, reward="prob")
     backend, n, reps = rm.backend, len(texts), args.repeats
     tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / n
-    # The bound uses the fastest product this CPU offers at this precision (default or
-    # oneDNN kernel), so a ratio against it shows work saved, not a kernel swapped.
-    gflops = max(fastest_matmul_rate(backend.model.dtype, repeats=20) for _ in range(3))
-    bound = gflops * 1e9 / (2 * nonembedding_params(backend.model) * tokens)
+    # The bound uses the fastest product this machine offers at this precision (on CPU
+    # the default or oneDNN kernel), so a ratio against it shows work saved, not a
+    # kernel swapped.
+    gflops = matmul_rate(backend.model.dtype, args.device)
+    bound = gflops * 1e9 / flops_per_sample(backend.model, tokens)
     rm.score(texts[:4])  # warm-up: first-call allocations, kernel selection, self-checks
     full = ZeroShotRewardModel(backend.model, backend.tokenizer, prompt=args.prompt, reward="prob",
                                share_prefix=False)
@@ -161,7 +205,8 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
 
     fast, t = timed(zyn_cold, repeats=reps)
     res["zyn"] = rate(n, t, tokens)
-    res["ablation"] = ablations(rm, zyn_cold, reps, n)
+    # packing and the trimmed last layer apply to causal judges only
+    res["ablation"] = {} if backend.is_seq2seq else ablations(rm, zyn_cold, reps, n)
     res["fast_vs_full_max_abs"] = max(abs(a - b) for a, b in zip(fast, batched))
     if reference is not None:
         res["drift_vs_float32"] = {"max_abs": max(abs(a - b) for a, b in zip(fast, reference)),
@@ -176,11 +221,17 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
         res["budget"] = budget_costs(rm, texts, args.budgets, reps)
     res["shared_prompts"] = shared_prompts(rm, full, reps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if backend.device.type == "cuda":
+        res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if not args.skip_naive:
-        # The paper's way on the model as transformers loads it (default kernels).
-        del rm, full, backend
-        plain = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device,
-                                    fast_kernels=False)
+        # The paper's way on the model as transformers loads it (default kernels; a
+        # random judge was never swapped to others).
+        if random_models.is_random(args.model):
+            plain = full
+        else:
+            del rm, full, backend
+            plain = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device,
+                                        fast_kernels=False)
         naive, t = timed(naive_scores, plain, texts, repeats=min(reps, 2))
         res["naive"] = rate(n, t, tokens)
         res["naive_vs_zyn_max_abs"] = max(abs(a - b) for a, b in zip(naive, fast))
@@ -254,7 +305,10 @@ def shared_prompts(rm, full, reps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct",
+                    help="a preset, folder or hub id, or random:ARCH (" + ", ".join(random_models.CONFIGS) + ")")
+    ap.add_argument("--tokenizer", default="qwen2.5-coder-0.5b-instruct",
+                    help="for random:ARCH judges: a preset, or a folder of its tokenizer files")
     ap.add_argument("--prompt", default="sentiment")
     ap.add_argument("--n", type=int, default=32, help="texts in the workload")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
@@ -262,10 +316,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per timing; the best is kept")
     ap.add_argument("--lengths", type=int, nargs="*", default=[32, 128, 512, 1024])
     ap.add_argument("--ensemble-lengths", type=int, nargs="*", default=[32, 64, 128, 256])
-    ap.add_argument("--budgets", type=int, nargs="*", default=[128, 256, 512, 1024])
+    ap.add_argument("--budgets", type=int, nargs="*", default=None,
+                    help="token budgets to scan (default 128-1024 on CPU, 4096-65536 on a GPU)")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--out", default="benchmarks/results_scoring.json")
     args = ap.parse_args()
+    if args.budgets is None:
+        on_gpu = args.device is not None and str(args.device).startswith("cuda")
+        args.budgets = [4096, 16384, 65536] if on_gpu else [128, 256, 512, 1024]
 
     texts = make_texts(args.n)
     results, reference = [], None
@@ -280,8 +338,10 @@ def main() -> None:
         print_table(res)
     meta = {"model": args.model, "prompt": args.prompt, "n": args.n, "repeats": args.repeats,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "gpu": torch.cuda.get_device_name() if args.device and str(args.device).startswith("cuda") else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(f"machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}")
+    print(f"machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}"
+          + (f", {meta['gpu']}" if meta["gpu"] else ""))
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
 
@@ -304,6 +364,7 @@ def print_table(res: dict) -> None:
     bound = res["bound_samples_s"]
     print(f"\n== {res['dtype']} ({res['kernels']} kernels): matmul {res['matmul_gflops']:.0f} GFLOP/s, "
           f"{res['tokens_per_sample']:.1f} tokens/sample, full-recompute bound {bound:.2f} samples/s")
+    print("(x bound: full-recompute FLOPs per second over the matmul rate, the fraction of it achieved)")
     print(f"{'path':<26}{'samples/s':>11}{'x naive':>9}{'x bound':>9}")
     naive = res.get("naive", {}).get("samples_s")
     rows = [(p, res[p]["samples_s"]) for p in ("naive", "batched", "zyn") if p in res]
@@ -324,7 +385,8 @@ def print_table(res: dict) -> None:
     sp = res["shared_prompts"]
     print(f"8 prompts x 4 completions: batched {sp['batched_samples_s']:.2f}/s, zyn {sp['zyn_samples_s']:.2f}/s "
           f"({sp['speedup']:.2f}x)")
-    print(f"peak resident memory of the zyn path (this precision's process): {res['peak_rss_mb']:.0f} MB")
+    print(f"peak resident memory of the zyn path (this precision's process): {res['peak_rss_mb']:.0f} MB"
+          + (f"; GPU memory {res['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in res else ""))
 
 
 if __name__ == "__main__":
