@@ -49,21 +49,28 @@ def load_tokenizer(source: str):
     return AutoTokenizer.from_pretrained(str(prepare(source)))
 
 
+def config(arch: str, vocab_size: int = 0):
+    """The transformers config of `arch`, its vocabulary widened to `vocab_size` ids if larger."""
+    from transformers import AutoConfig
+
+    if arch not in CONFIGS:
+        raise SystemExit(f"--model {PREFIX}{arch}: unknown architecture; choose one of "
+                         + ", ".join(PREFIX + a for a in CONFIGS))
+    model_type, fields = CONFIGS[arch]
+    fields = dict(fields, vocab_size=max(fields["vocab_size"], vocab_size))
+    cfg = AutoConfig.for_model(model_type, **fields)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
 def build(name: str, dtype: str, device: str | None, tokenizer: str = "qwen2.5-coder-0.5b-instruct"):
     """(model, tokenizer) for ``random:<architecture>``, weights drawn at random (seed 0)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    arch = name[len(PREFIX):]
-    if arch not in CONFIGS:
-        raise SystemExit(f"--model {name}: unknown architecture; choose one of "
-                         + ", ".join(PREFIX + a for a in CONFIGS))
     tok = load_tokenizer(tokenizer)
-    model_type, fields = CONFIGS[arch]
-    fields = dict(fields, vocab_size=max(fields["vocab_size"], len(tok)))
-    config = AutoConfig.for_model(model_type, **fields)
-    config._attn_implementation = "sdpa"
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    cfg = config(name[len(PREFIX):], len(tok))
+    auto = AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else AutoModelForCausalLM
     torch.manual_seed(0)
     with torch.device(device or "cpu"):
-        model = auto.from_config(config, dtype=getattr(torch, dtype))
+        model = auto.from_config(cfg, dtype=getattr(torch, dtype))
     return model.eval(), tok
