@@ -115,7 +115,7 @@ def flops_per_sample(model, tokens: float) -> float:
     return total
 
 
-def matmul_rate(dtype: torch.dtype, device: str | None) -> float:
+def peak_rate(dtype: torch.dtype, device: str | None) -> float:
     """GFLOP/s of the fastest product at `dtype`: on CPU any kernel zyn can use (best of
     3 rounds); on a GPU an 8192^3 product, the mean of 10 after 3 warm-ups."""
     if device is None or not str(device).startswith("cuda"):
@@ -189,7 +189,7 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     # The bound uses the fastest product this machine offers at this precision (on CPU
     # the default or oneDNN kernel), so a ratio against it shows work saved, not a
     # kernel swapped.
-    gflops = matmul_rate(backend.model.dtype, args.device)
+    gflops = peak_rate(backend.model.dtype, args.device)
     bound = gflops * 1e9 / flops_per_sample(backend.model, tokens)
     rm.score(texts[:4])  # warm-up: first-call allocations, kernel selection, self-checks
     full = ZeroShotRewardModel(backend.model, backend.tokenizer, prompt=args.prompt, reward="prob",

@@ -6,7 +6,8 @@ that reaches no model hub. The scores of such a model mean nothing; the benchmar
 reports them only as a check that every path computes the same numbers.
 
 The tokenizer is the offline Qwen preset's (byte-level BPE, 151,665 ids), or a copy of
-its files in a folder (a GPU machine here cannot install the presets), so the token counts of a workload match those of the real judges within a few percent;
+its files in a folder (a GPU machine here cannot install the presets), so the token
+counts of a workload match those of the real judges within a few percent;
 flan-t5-large's vocabulary is widened to hold its ids (the output layer runs at one
 decoder position, so this adds ~0.5% to the work).
 

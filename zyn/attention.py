@@ -5,8 +5,8 @@ shared cached prefix. Any attention that honours a 4D mask computes it exactly, 
 as one (S x prefix+S) product, mostly masked out: S = 512 packed tokens cost ~3x the
 attention of the blocks alone. `blockwise` lets a model compute each block against the
 prefix and itself only, with the same mask entries, so the numbers are unchanged up
-to rounding: it registers an attention function with transformers and switches the model to it
-for the duration of a forward pass that passes ``zyn_blocks=``. Any other call (and
+to rounding: it registers an attention function with transformers and switches the
+model to it for the duration of a forward pass that passes ``zyn_blocks=``. Any other call (and
 any model whose attention was not sdpa to begin with) goes through unchanged.
 
 The last decoder layer's output is read at the answer positions only, yet every
@@ -66,14 +66,14 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
             or kwargs.get("sliding_window")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    scale = scaling if scaling is not None else query.shape[3] ** -0.5
     out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # (S, H, D)
     past = key.shape[2] - query.shape[2]
+    gqa = query.shape[1] != key.shape[1]
     for a, b, mask in zyn_blocks.spans:
         k = torch.cat([key[:, :, :past], key[:, :, past + a:past + b]], dim=2)
         v = torch.cat([value[:, :, :past], value[:, :, past + a:past + b]], dim=2)
-        o = F.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=mask.to(query.dtype), scale=scale,
-                                           enable_gqa=query.shape[1] != key.shape[1])
+        o = F.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=mask.to(query.dtype), scale=scaling,
+                                           enable_gqa=gqa)
         out[a:b] = o[0].transpose(0, 1)
     return out.unsqueeze(0), None
 

@@ -153,19 +153,44 @@ def use_onednn_linears(model: nn.Module) -> int:
     """
     skip = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     file_maps = _file_mappings()
+
+    def onednn(child: nn.Module) -> OneDNNLinear | None:
+        if not isinstance(child, nn.Linear) or child is skip:
+            return None
+        packed = OneDNNLinear(child)
+        release_file_pages(child.weight, file_maps)  # the packed copy replaces it
+        return packed
+
+    swapped = _swap(model, onednn)
+    _swap(model, _fused_mlp)
+    return swapped
+
+
+def use_fused_norms(model: nn.Module) -> int:
+    """Swap every RMSNorm of `model` that a FusedRMSNorm reproduces on a random input
+    (others, e.g. Gemma's ``1 + weight`` form, are left alone). Returns how many."""
+    return _swap(model, _fused_norm)
+
+
+def _swap(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Replace each submodule for which `make` returns a module; returns how many."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and child is not skip:
-                setattr(parent, name, OneDNNLinear(child))
-                release_file_pages(child.weight, file_maps)
+            new = make(child)
+            if new is not None:
+                setattr(parent, name, new)
                 swapped += 1
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            fused = _fused_mlp(child)
-            if fused is not None:
-                setattr(parent, name, fused)
     return swapped
+
+
+def _reproduces(module: nn.Module, fused: nn.Module, x: torch.Tensor, tol: float) -> bool:
+    """Whether `fused` gives `module`'s output on `x`, within `tol` of the output's scale."""
+    with torch.inference_mode():
+        want, got = module(x), fused(x)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    return bool((got - want).abs().max() <= tol * want.abs().max().clamp(min=1e-6))
 
 
 def _fused_mlp(mlp: nn.Module) -> OneDNNGatedMLP | None:
@@ -177,26 +202,11 @@ def _fused_mlp(mlp: nn.Module) -> OneDNNGatedMLP | None:
     fused = OneDNNGatedMLP(*parts)
     dtype = parts[0].packed.dtype
     x = torch.randn(2, 3, parts[0].in_features, dtype=dtype)
-    with torch.inference_mode():
-        want, got = mlp(x), fused(x)
-    tol = 1e-4 if dtype == torch.float32 else 3e-2  # relative to the output's scale
-    return fused if bool((got - want).abs().max() <= tol * want.abs().max().clamp(min=1e-6)) else None
-
-
-def use_fused_norms(model: nn.Module) -> int:
-    """Swap every RMSNorm of `model` that a FusedRMSNorm reproduces on a random input
-    (others, e.g. Gemma's ``1 + weight`` form, are left alone). Returns how many."""
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            fused = _fused_norm(child)
-            if fused is not None:
-                setattr(parent, name, fused)
-                swapped += 1
-    return swapped
+    return fused if _reproduces(mlp, fused, x, 1e-4 if dtype == torch.float32 else 3e-2) else None
 
 
 def _fused_norm(norm: nn.Module) -> FusedRMSNorm | None:
+    """`norm` as a FusedRMSNorm, if it is an RMSNorm that the fused one reproduces."""
     weight = getattr(norm, "weight", None)
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
     if "RMSNorm" not in type(norm).__name__ or not isinstance(weight, torch.Tensor) or weight.dim() != 1 \
@@ -204,12 +214,8 @@ def _fused_norm(norm: nn.Module) -> FusedRMSNorm | None:
         return None
     fused = FusedRMSNorm(weight, eps)
     x = torch.randn(2, 3, weight.shape[0], dtype=weight.dtype, device=weight.device) * 3
-    with torch.inference_mode():
-        want, got = norm(x), fused(x)
-    if got.shape != want.shape or got.dtype != want.dtype:
-        return None
-    tol = 1e-5 if weight.dtype == torch.float32 else 1e-2  # relative: float32 rounding, one 16-bit step
-    return fused if bool((got - want).abs().max() <= tol * want.abs().max().clamp(min=1e-6)) else None
+    # tolerance relative to the output: float32 rounding, or one 16-bit step
+    return fused if _reproduces(norm, fused, x, 1e-5 if weight.dtype == torch.float32 else 1e-2) else None
 
 
 def _file_mappings() -> list[tuple[int, int]]:
