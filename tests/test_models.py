@@ -133,7 +133,7 @@ def stub_convert(monkeypatch):
         (out / "model.safetensors").write_bytes(Path(gguf).read_bytes()[:64])
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(models, "_convert_gguf", convert)
+    monkeypatch.setattr(models.gguf, "convert", convert)
     return calls
 
 
@@ -297,7 +297,7 @@ def test_missing_package_says_what_to_install(monkeypatch):
 
 def test_missing_gguf_support_names_the_extra(fake, monkeypatch):
     real_find = importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec",
+    monkeypatch.setattr(models.gguf.importlib.util, "find_spec",
                         lambda name, *a: None if name == "accelerate" else real_find(name, *a))
     with pytest.raises(ModelDependencyError, match=r'accelerate: pip install -e "\.\[models\]"'):
         prepare(FAKE)
@@ -309,19 +309,19 @@ def test_prepare_caches_and_reuses(fake, stub_convert):
     preset, _, data = fake
     folder = prepare(FAKE)
     assert folder == models.cache_root() / "presets" / FAKE
-    manifest = json.loads((folder / models.MANIFEST).read_text())
+    manifest = json.loads((folder / models.cache.MANIFEST).read_text())
     assert manifest["format"] == models.CACHE_FORMAT
     assert manifest["source"]["sha256"] == preset.sha256
     assert set(manifest["files"]) == {"model.safetensors", "config.json"}
     assert not (folder / "source").exists()  # the assembled GGUF is dropped after conversion
     assert prepare(FAKE) == folder and len(stub_convert) == 1  # cache hit: no second conversion
-    assert models.check_cache(folder, models._preset_source(preset), deep=True) is None
+    assert models.check_cache(folder, models.presets.preset_source(preset), deep=True) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "stale_format", "other_source", "no_manifest"])
 def test_stale_or_damaged_cache_is_rebuilt(fake, stub_convert, damage):
     folder = prepare(FAKE)
-    manifest_path = folder / models.MANIFEST
+    manifest_path = folder / models.cache.MANIFEST
     manifest = json.loads(manifest_path.read_text())
     if damage == "truncate":
         (folder / "model.safetensors").write_bytes(b"12")
@@ -332,17 +332,17 @@ def test_stale_or_damaged_cache_is_rebuilt(fake, stub_convert, damage):
         manifest[key] = value
         manifest_path.write_text(json.dumps(manifest))
     assert prepare(FAKE) == folder and len(stub_convert) == 2
-    assert models.check_cache(folder, models._preset_source(fake[0])) is None
+    assert models.check_cache(folder, models.presets.preset_source(fake[0])) is None
 
 
 def test_verify_rehashes_same_size_corruption(fake, stub_convert):
     folder = prepare(FAKE)
     _corrupt_byte(folder / "model.safetensors", offset=3)
     assert prepare(FAKE) == folder and len(stub_convert) == 1  # the cheap check trusts sizes
-    assert "corrupted" in models.check_cache(folder, models._preset_source(fake[0]), deep=True)
+    assert "corrupted" in models.check_cache(folder, models.presets.preset_source(fake[0]), deep=True)
     prepare(FAKE, verify=True)
     assert len(stub_convert) == 2
-    assert models.check_cache(folder, models._preset_source(fake[0]), deep=True) is None
+    assert models.check_cache(folder, models.presets.preset_source(fake[0]), deep=True) is None
 
 
 def test_force_rebuilds_and_cleans_leftovers(fake, stub_convert):
@@ -359,7 +359,7 @@ def test_failed_build_leaves_no_cache(fake, monkeypatch):
         (out / "half.bin").write_bytes(b"x")
         raise ModelError("conversion exploded")
 
-    monkeypatch.setattr(models, "_convert_gguf", boom)
+    monkeypatch.setattr(models.gguf, "convert", boom)
     with pytest.raises(ModelError, match="exploded"):
         prepare(FAKE)
     assert [p.name for p in (models.cache_root() / "presets").iterdir()] == [f".{FAKE}.lock"]
@@ -377,7 +377,7 @@ def test_disk_error_during_build_is_a_zyn_error(fake, monkeypatch):
     def full(gguf, out, progress):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(models, "_convert_gguf", full)
+    monkeypatch.setattr(models.gguf, "convert", full)
     with pytest.raises(ModelError, match="No space left"):
         prepare(FAKE)
     assert not list((models.cache_root() / "presets").glob(f".{FAKE}.tmp-*"))
@@ -424,7 +424,7 @@ def test_gguf_file_is_converted_once(tmp_path):
     gguf = write_tiny_gguf(tmp_path / "my model.gguf")
     folder = prepare(gguf)
     assert folder.parent == models.cache_root() / "gguf" and folder.name.startswith("my model-")
-    manifest = json.loads((folder / models.MANIFEST).read_text())
+    manifest = json.loads((folder / models.cache.MANIFEST).read_text())
     assert manifest["source"]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
     assert prepare(gguf) == folder
     model, _ = load_pretrained(str(gguf), dtype="bfloat16")
@@ -462,12 +462,12 @@ def test_gguf_architecture_header(tmp_path):
             + string("x.count") + struct.pack("<IQ", 10, 7)
             + string("general.architecture") + struct.pack("<I", 8) + string("t5"))
     (tmp_path / "h.gguf").write_bytes(body)
-    assert models._gguf_architecture(tmp_path / "h.gguf") == "t5"
-    assert models._gguf_architecture(write_tiny_gguf(tmp_path / "t.gguf")) == "llama"
+    assert models.gguf.architecture(tmp_path / "h.gguf") == "t5"
+    assert models.gguf.architecture(write_tiny_gguf(tmp_path / "t.gguf")) == "llama"
     (tmp_path / "no.gguf").write_bytes(b"not a gguf")
-    assert models._gguf_architecture(tmp_path / "no.gguf") is None
+    assert models.gguf.architecture(tmp_path / "no.gguf") is None
     (tmp_path / "cut.gguf").write_bytes(body[:30])
-    assert models._gguf_architecture(tmp_path / "cut.gguf") is None
+    assert models.gguf.architecture(tmp_path / "cut.gguf") is None
 
 
 # ------------------------------------------------------------------ concurrency
@@ -479,11 +479,11 @@ DRIVER = textwrap.dedent("""
     from zyn.models import Part, Preset
     models.PRESETS[{name!r}] = Preset({name!r}, "test", "", tuple(Part(*p) for p in {parts!r}), {sha!r}, {size!r},
                                       ())
-    convert = models._convert_gguf
+    convert = models.gguf.convert
     def slow_convert(gguf, out, progress):  # widen the window in which the other process must wait
         convert(gguf, out, progress)
         time.sleep(2)
-    models._convert_gguf = slow_convert
+    models.gguf.convert = slow_convert
     stages = set()
     path = models.prepare({name!r}, progress=lambda s, d, t: stages.add(s))
     print("BUILT" if "convert" in stages else "REUSED", "WAITED" if "wait" in stages else "", path)
@@ -504,7 +504,7 @@ def test_concurrent_prepares_end_with_one_good_copy(fake, tmp_path):
     assert sorted(line[0] for line in lines) == ["BUILT", "REUSED"]
     assert lines[0][-1] == lines[1][-1]
     folder = Path(lines[0][-1])
-    assert models.check_cache(folder, models._preset_source(preset), deep=True) is None
+    assert models.check_cache(folder, models.presets.preset_source(preset), deep=True) is None
     assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", FAKE]
 
 
@@ -533,7 +533,7 @@ def test_hub_failure_suggests_presets(monkeypatch):
     def offline(*a, **k):
         raise OSError("We couldn't connect to the hub")
 
-    monkeypatch.setattr(models, "_load_folder", offline)
+    monkeypatch.setattr(models.loading, "_load_folder", offline)
     with pytest.raises(ModelNotFoundError, match="offline preset: qwen2.5-coder-0.5b-instruct"):
         load_pretrained("google/flan-t5-large")
 

@@ -15,3 +15,19 @@ class AnswerError(ZynError):
 
 class InputError(ZynError):
     """A text or record passed for scoring is malformed."""
+
+
+class ModelError(ZynError):
+    """A model name cannot be resolved, prepared or loaded."""
+
+
+class ModelNotFoundError(ModelError, LookupError):
+    """The name is not a known preset, file, folder or hub id, or a preset's packages are missing."""
+
+
+class ModelIntegrityError(ModelError):
+    """Weight files do not match their pinned sha256; nothing was loaded."""
+
+
+class ModelDependencyError(ModelError):
+    """An optional package needed to load this kind of model is not installed."""
