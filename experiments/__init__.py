@@ -1,1 +1,1 @@
-"""The ZYN paper's experiments, runnable with TRL (see experiments/README.md)."""
+"""The ZYN paper's experiments, runnable with TRL (see README.md, "Experiments")."""

@@ -5,7 +5,7 @@
     python experiments/ppo_flan_sentiments_robust.py --config experiments/configs/paper_gpu.yaml   # the paper's scale, on a GPU
 
 The reward is zyn's: the judge answers the questions of prompts/sentiment_robust.yaml and the trainer
-gets `ZeroShotRewardModel(...).as_trl_reward()`. The loop lives in experiments/common.py.
+gets `ZeroShotRewardModel(...).as_trl_reward()`. The loop lives in experiments/common/.
 """
 import sys
 from pathlib import Path
@@ -19,7 +19,7 @@ PROMPTS = "sentiment_robust"
 
 
 def reward_model(judge, prompt=PROMPTS, **options):
-    """The zyn reward model; common.py hands `.as_trl_reward()` to the trainer (trlx: the model itself)."""
+    """The zyn reward model; common/run.py hands `.as_trl_reward()` to the trainer (trlx: the model itself)."""
     return ZeroShotRewardModel(judge, prompt=prompt, **options)
 
 

@@ -130,7 +130,7 @@ def test_local_dataset_formats(tmp_path):
 
 def test_paper_config_is_valid():
     sys.path.insert(0, str(ROOT))
-    from experiments.common import DEFAULTS, _read_config
+    from experiments.common.config import DEFAULTS, _read_config
 
     cfg = _read_config(str(ROOT / "experiments" / "configs" / "paper_gpu.yaml"))
     assert set(cfg) <= set(DEFAULTS)

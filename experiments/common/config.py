@@ -1,0 +1,184 @@
+"""Configuration: the defaults, the paper's trlx setting, what a script declares, flags + config file.
+
+Importing this module starts the run's clock (T_START), puts the checkout on sys.path and sets
+TOKENIZERS_PARALLELISM=false unless it is set; HERE is experiments/, DATA experiments/data.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+T_START = time.monotonic()  # the run's clock: the time limit and the reported seconds count from here
+HERE = Path(__file__).resolve().parents[1]  # experiments/ (this file is experiments/common/config.py)
+ROOT = HERE.parent
+DATA = HERE / "data"
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+TRAINERS = ("grpo", "rloo", "trlx")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The CPU default: one run of the sentiment experiment fits in 20 minutes on 2 cores.
+DEFAULTS: dict[str, Any] = {
+    "trainer": "grpo",
+    "policy": "gemma-3-270m",                 # zyn.models preset (offline); any hub id or local folder
+    "judge": "qwen2.5-coder-0.5b-instruct",   # zyn.models preset (offline)
+    "prompts": None,                          # prompt-set name or YAML path; None = the script's own
+    "dataset": None,                          # .txt/.jsonl/.csv file or a datasets hub name[:split]
+    "eval_dataset": None,                     # held-out openers; None = the script's own (hub: test split)
+    "dataset_words": 4,                       # hub/text datasets: the first N words are the prompt (paper)
+    "eval_size": 64,                          # most held-out openers evaluated
+    "steps": 40,
+    "seed": 0,
+    "eval_every": 10,
+    "output_dir": None,                       # None = experiments/runs/<experiment>
+    "device": "auto",                         # auto | cpu | cuda | cuda:N
+    "precision": "auto",                      # auto (measured) | bf16 | fp32
+    "learning_rate": 2.0e-5,
+    "batch_size": 16,                         # completions per optimisation step
+    "num_generations": 4,                     # completions per prompt (the GRPO/RLOO group)
+    "max_new_tokens": 20,
+    "temperature": 1.0,
+    "top_k": 0,
+    "kl_coef": None,                          # None = the trainer's default (GRPO 0.0, RLOO 0.05)
+    "freeze_embeddings": True,                # the tied embedding/LM-head matrix is most of a small LM
+    "freeze_layers": 0,                       # also freeze the N lowest transformer blocks
+    "judge_batch_size": None,                 # None = the backend's default
+    "judge_dtype": None,                      # None = follow `precision`
+    "eval_show": 6,                           # rows shown in each evaluation table (means use all)
+    "time_limit_minutes": 19.0,               # stop training early so the whole run ends in time; null = off
+    "save_model": True,                       # final / interrupted checkpoint under output_dir
+    "trl": {},                                # extra GRPOConfig / RLOOConfig fields, passed as they are
+    "trlx": {},                               # overrides of the paper's trlx PPO config (see TRLX_PAPER)
+}
+
+# The paper's trlx PPO setting (ZYN, arXiv 2308.06385, and its code).
+TRLX_PAPER: dict[str, Any] = {
+    "batch_size": 64,
+    "learning_rate": 1.0e-4,
+    "init_kl_coef": 0.05,
+    "max_new_tokens": 40,
+    "eval_interval": 50,
+    "total_steps": 450,
+    "num_rollouts": 128,
+    "chunk_size": 64,
+    "ppo_epochs": 4,
+    "seq_length": 1024,
+    "num_layers_unfrozen": 2,
+}
+
+
+class ExperimentError(Exception):
+    """A problem the user can fix (bad flag, missing file, no GPU): one line, exit code 2."""
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What an experiment script declares.
+
+    Attributes:
+        name: short name; the default output folder is experiments/runs/<name>.
+        prompts: the prompt set (name under prompts/ or a YAML path).
+        reward_model: ``factory(judge, prompt=..., **options) -> ZeroShotRewardModel``.
+        dataset / eval_dataset: default training prompts and held-out openers.
+        description: one line for --help.
+        defaults: config values this experiment changes.
+    """
+
+    name: str
+    prompts: str
+    reward_model: Callable[..., Any]
+    dataset: str
+    eval_dataset: str
+    description: str = ""
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def parser(exp: Experiment) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python experiments/{exp.name}.py",
+        description=exp.description or f"RLAIF with the zyn reward '{exp.prompts}'.",
+        epilog="Defaults suit a small CPU; configs/paper_gpu.yaml is the paper's setting. "
+               "Precedence: defaults < --config FILE < flags.")
+    a = p.add_argument
+    a("--config", metavar="FILE", help="YAML or JSON file overriding the defaults (any config key)")
+    a("--trainer", choices=TRAINERS, help="grpo (TRL GRPOTrainer, default), rloo (TRL RLOOTrainer), "
+      "trlx (the paper's PPO; needs trlx installed)")
+    a("--policy", help="policy model: preset, local folder or hub id (default gemma-3-270m)")
+    a("--judge", help="judge model: preset, local folder, .gguf or hub id (default qwen2.5-coder-0.5b-instruct)")
+    a("--prompts", help=f"prompt set: name under prompts/ or a YAML path (default {exp.prompts})")
+    a("--dataset", help="training prompts: .txt (one per line), .jsonl/.csv (prompt or text column) "
+      "or a datasets hub name[:split] such as imdb (first 4 words of each text)")
+    a("--eval-dataset", help="held-out openers, same forms as --dataset")
+    a("--steps", type=int, help="optimisation steps")
+    a("--seed", type=int, help="random seed")
+    a("--eval-every", type=int, help="evaluate on the held-out openers every N steps")
+    a("--output-dir", help="where metrics.jsonl, plots and checkpoints go")
+    a("--device", help="auto, cpu, cuda or cuda:N")
+    return p
+
+
+def build_config(exp: Experiment, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parser(exp).parse_args(argv)
+    cfg = dict(DEFAULTS)
+    cfg.update(prompts=exp.prompts, dataset=exp.dataset, eval_dataset=exp.eval_dataset)
+    cfg.update(exp.defaults)
+    if args.config:
+        cfg.update(_read_config(args.config))
+    flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    cfg.update(flags)
+    if cfg["output_dir"] is None:
+        cfg["output_dir"] = str(HERE / "runs" / exp.name)
+    _check_config(cfg)
+    return cfg
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ExperimentError(f"--config {path}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ExperimentError(f"--config {path}: cannot parse it ({_one_line(e)})") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ExperimentError(f"--config {path}: expected a mapping of config keys, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise ExperimentError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(DEFAULTS)}")
+    return data
+
+
+def _check_config(cfg: dict[str, Any]) -> None:
+    if cfg["trainer"] not in TRAINERS:
+        raise ExperimentError(f"trainer {cfg['trainer']!r} is not one of {', '.join(TRAINERS)}")
+    for key in ("steps", "eval_every", "batch_size", "num_generations", "max_new_tokens", "eval_size"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ExperimentError(f"{key.replace('_', '-')} must be a positive integer, got {cfg[key]!r}")
+    if cfg["trainer"] != "trlx":
+        if cfg["num_generations"] < 2:
+            raise ExperimentError("num_generations must be at least 2 (GRPO/RLOO compare completions in a group)")
+        if cfg["batch_size"] % cfg["num_generations"]:
+            raise ExperimentError(f"batch_size ({cfg['batch_size']}) must be a multiple of num_generations "
+                                  f"({cfg['num_generations']})")
+    if cfg["precision"] not in ("auto", "bf16", "fp32"):
+        raise ExperimentError(f"precision must be auto, bf16 or fp32, got {cfg['precision']!r}")
+    for key in ("trl", "trlx"):
+        if not isinstance(cfg[key], dict):
+            raise ExperimentError(f"config key {key!r} must be a mapping")

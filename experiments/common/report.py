@@ -1,0 +1,178 @@
+"""Reporting: the console, evaluation tables, metrics.jsonl, plots and the before/after summary.
+
+_smooth, summarize, _mean and _jsonable are pure; the rest writes to the console or to files.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@contextlib.contextmanager
+def _tqdm_paused():
+    try:
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode():
+            yield
+    except ImportError:  # pragma: no cover
+        yield
+
+
+def eval_table(n: int, step: int, prompts, outputs, scores, show: int):
+    from rich.table import Table
+
+    questions = list(scores.per_question)
+    many = len(questions) > 1
+    table = Table(title=f"Evaluation #{n} (step {step})", show_lines=False, expand=False,
+                  caption=f"{min(show, len(prompts))} of {len(prompts)} held-out openers shown; "
+                          f"means over all {len(prompts)}, greedy decoding")
+    table.add_column("prompt", style="cyan", max_width=28, overflow="fold")
+    table.add_column("output", max_width=60, overflow="fold")
+    table.add_column("reward", justify="right")
+    table.add_column("P(yes)", justify="right")
+    if many:
+        for q in questions:
+            table.add_column(f"P(yes) {q}", justify="right")
+    for i in range(min(show, len(prompts))):
+        row = [prompts[i], outputs[i].replace("\n", " "), f"{scores.rewards[i]:+.2f}", f"{scores.p_yes[i]:.3f}"]
+        if many:
+            row += [f"{scores.per_question[q][i]:.3f}" for q in questions]
+        table.add_row(*row)
+    means = ["[bold]mean[/]", "", f"[bold]{_mean(scores.rewards):+.3f}[/]", f"[bold]{_mean(scores.p_yes):.3f}[/]"]
+    if many:
+        means += [f"[bold]{_mean(scores.per_question[q]):.3f}[/]" for q in questions]
+    table.add_section()
+    table.add_row(*means)
+    return table
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    return rows
+
+
+def plot_metrics(metrics_path: Path, out: Path, title: str = "") -> list[Path]:
+    """reward.png and p_yes.png over steps, from metrics.jsonl (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    train = [r for r in rows if r.get("kind") == "train" and r.get("reward") is not None]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        xs, ys = [r["step"] for r in train], [r["reward"] for r in train]
+        ax.plot(xs, ys, color="tab:blue", alpha=0.35, lw=1, label="training batch (mean)")
+        ax.plot(xs, _smooth(ys), color="tab:blue", lw=2, label="training batch (moving mean)")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["reward"] for r in evals], "o-", color="tab:red",
+                label="held-out openers (greedy)")
+    ax.set(xlabel="step", ylabel="reward", title=f"{title}: reward")
+    paths.append(_save(fig, ax, out / "reward.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if evals:
+        steps = [r["step"] for r in evals]
+        ax.plot(steps, [r["p_yes"] for r in evals], "o-", color="tab:red", lw=2, label="P(yes) combined")
+        per_q = sorted({k for r in evals for k in r if k.startswith("p_yes/")})
+        if len(per_q) > 1:
+            for k in per_q:
+                ax.plot(steps, [r.get(k, math.nan) for r in evals], "s--", lw=1, label=k.replace("p_yes/", "P(yes) "))
+    train_q = sorted({k for r in train for k in r if "/p_yes_" in k})
+    for k in train_q:
+        ax.plot([r["step"] for r in train if k in r], _smooth([r[k] for r in train if k in r]), lw=1, alpha=0.6,
+                label=f"training {k.split('/p_yes_')[-1]} (moving mean)")
+    ax.set(xlabel="step", ylabel="P(yes)", ylim=(0, 1), title=f"{title}: P(yes) on held-out openers")
+    paths.append(_save(fig, ax, out / "p_yes.png"))
+    return paths
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout, PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _smooth(ys: list[float], k: int = 5) -> list[float]:
+    out = []
+    for i in range(len(ys)):
+        window = [y for y in ys[max(0, i - k + 1):i + 1] if y is not None and not math.isnan(y)]
+        out.append(sum(window) / len(window) if window else math.nan)
+    return out
+
+
+def summarize(evals: list[dict[str, Any]], steps: int, seconds: float, stopped: str | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"steps": steps, "seconds": round(seconds, 1), "stopped": stopped}
+    if evals:
+        before, after = evals[0], evals[-1]
+        keys = [k for k in before if k == "reward" or k == "p_yes" or k.startswith("p_yes/")]
+        summary.update(before_step=before["step"], after_step=after["step"],
+                       before={k: before[k] for k in keys}, after={k: after.get(k) for k in keys},
+                       change={k: after.get(k, math.nan) - before[k] for k in keys})
+    return summary
+
+
+def print_summary(console, summary: dict[str, Any], name: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{name}: before vs after training (held-out openers, greedy)")
+    table.add_column("metric")
+    table.add_column(f"before (step {summary.get('before_step', '-')})", justify="right")
+    table.add_column(f"after (step {summary.get('after_step', '-')})", justify="right")
+    table.add_column("change", justify="right")
+    for key, before in summary.get("before", {}).items():
+        after, change = summary["after"][key], summary["change"][key]
+        label = {"reward": "mean reward", "p_yes": "mean P(yes)"}.get(key, "mean P(yes) " + key[6:])
+        table.add_row(label, f"{before:.3f}", f"{after:.3f}", f"[bold]{change:+.3f}[/]")
+    note = f"{summary['steps']} steps, {summary['seconds'] / 60:.1f} min in all"
+    if summary.get("stopped"):
+        note += f"; stopped early: {summary['stopped']}"
+    table.caption = note
+    console.print(table)
+
+
+def _mean(values: Sequence[float]) -> float:
+    good = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(good) / len(good) if good else math.nan
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
