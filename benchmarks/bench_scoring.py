@@ -11,6 +11,9 @@ the others of its precision:
   bound      full recomputation at the matrix-multiply rate measured in this run:
              2 * non-embedding parameters * tokens per sample FLOPs per sample
 
+int8 (CPU): torch's dynamic int8 quantisation of the float32 judge on the zyn path,
+speed and drift against float32 only; zyn does not offer it (see RESULTS.md).
+
 Ablations (zyn with padded rows instead of packing; packing without the trimmed last
 layer) show where the gain comes from. It also reports the P(yes) drift of every path
 against full recompute and against float32, ensemble cost for k = 1, 2, 4 text-first
@@ -311,7 +314,10 @@ def main() -> None:
                     help="for random:ARCH judges: a preset, or a folder of its tokenizer files")
     ap.add_argument("--prompt", default="sentiment")
     ap.add_argument("--n", type=int, default=32, help="texts in the workload")
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--dtypes", nargs="+", default=None,
+                    help="float32, bfloat16, float16, and int8: torch's dynamic int8 quantisation of the "
+                         "float32 judge (CPU; measured, not offered). Default: float32 bfloat16, and int8 "
+                         "for a real judge on the CPU")
     ap.add_argument("--device", default=None)
     ap.add_argument("--repeats", type=int, default=3, help="runs per timing; the best is kept")
     ap.add_argument("--lengths", type=int, nargs="*", default=[32, 128, 512, 1024])
@@ -321,6 +327,11 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--out", default="benchmarks/results_scoring.json")
     args = ap.parse_args()
+    int8_ok = not random_models.is_random(args.model) and not str(args.device or "cpu").startswith("cuda")
+    if args.dtypes is None:
+        args.dtypes = ["float32", "bfloat16"] + (["int8"] if int8_ok else [])
+    elif "int8" in args.dtypes and not int8_ok:
+        ap.error("--dtypes int8 measures a real judge on the CPU; leave it out here")
     if args.budgets is None:
         on_gpu = args.device is not None and str(args.device).startswith("cuda")
         args.budgets = [4096, 16384, 65536] if on_gpu else [128, 256, 512, 1024]
@@ -335,7 +346,7 @@ def main() -> None:
         if reference is None and dtype == "float32":
             reference = res["scores"]
         results.append(res)
-        print_table(res)
+        print_table(res, results)
     meta = {"model": args.model, "prompt": args.prompt, "n": args.n, "repeats": args.repeats,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
             "gpu": torch.cuda.get_device_name() if args.device and str(args.device).startswith("cuda") else None,
@@ -347,7 +358,46 @@ def main() -> None:
 
 
 def run_child(args, dtype, texts, reference) -> dict:
+    if dtype == "int8":
+        return run_int8(args, texts, reference)
     return run_dtype(args, dtype, texts, reference)
+
+
+def run_int8(args, texts: list[str], reference: list[float] | None) -> dict:
+    """torch's dynamic int8 quantisation of the float32 judge on zyn's default path: every
+    linear layer but the output layer, weights per output channel, activations quantised
+    per call. zyn does not offer it; this measures its speed and its drift against float32."""
+    import warnings
+
+    from torch import nn
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from zyn.models import load_pretrained
+
+    model, tok = load_pretrained(args.model)
+    head = model.get_output_embeddings()
+    spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and m is not head}
+    with warnings.catch_warnings():  # torch deprecates its quantised tensors; the measurement stands
+        warnings.simplefilter("ignore")
+        quantize_dynamic(model, spec, inplace=True)
+    rm = ZeroShotRewardModel(model, tok, prompt=args.prompt, reward="prob")
+    backend, n = rm.backend, len(texts)
+    tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / n
+    rm.score(texts[:4])
+
+    def zyn_cold():
+        backend._prefix = None
+        return rm.score(texts)
+
+    scores, t = timed(zyn_cold, repeats=args.repeats)
+    res = {"dtype": "int8", "layers_quantised": len(spec), "zyn": rate(n, t, tokens), "scores": scores,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if reference is not None:
+        res["drift_vs_float32"] = {"max_abs": max(abs(a - b) for a, b in zip(scores, reference)),
+                                   "mean_abs": sum(abs(a - b) for a, b in zip(scores, reference)) / n,
+                                   "spearman": spearman(scores, reference)}
+    return res
 
 
 def cpu_name() -> str:
@@ -360,7 +410,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def print_table(res: dict) -> None:
+def print_table(res: dict, results: list[dict]) -> None:
+    if res["dtype"] == "int8":
+        f32 = next((r for r in results if r["dtype"] == "float32"), None)
+        vs = f" ({res['zyn']['samples_s'] / f32['zyn']['samples_s']:.2f}x float32's zyn path)" if f32 else ""
+        print(f"\n== dynamic int8 ({res['layers_quantised']} linear layers, not offered by zyn): "
+              f"zyn path {res['zyn']['samples_s']:.2f} samples/s{vs}")
+        if "drift_vs_float32" in res:
+            d = res["drift_vs_float32"]
+            print(f"drift vs float32: max |dP| {d['max_abs']:.4f}, mean {d['mean_abs']:.4f}, "
+                  f"spearman {d['spearman']:.4f}")
+        return
     bound = res["bound_samples_s"]
     print(f"\n== {res['dtype']} ({res['kernels']} kernels): matmul {res['matmul_gflops']:.0f} GFLOP/s, "
           f"{res['tokens_per_sample']:.1f} tokens/sample, full-recompute bound {bound:.2f} samples/s")

@@ -1,4 +1,4 @@
-"""The scoring benchmark's own arithmetic: random judges' architectures and the FLOPs of its bound."""
+"""The scoring benchmark's own parts: random judges' architectures, the FLOPs of its bound, the int8 probe."""
 import sys
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import random_models  # noqa: E402
-from bench_scoring import flops_per_sample  # noqa: E402
+from bench_scoring import flops_per_sample, run_int8  # noqa: E402
 
 
 @pytest.mark.parametrize("arch, params, own_head", [("flan-t5-large", 783.15e6, True),
@@ -43,3 +43,21 @@ def test_bound_flops_of_causal_and_encoder_decoder(tiny_causal, tiny_seq2seq):
     assert cross_kv > 0
     want = 2 * (enc * 10 + cross_kv * 10 + (sum(dec.values()) - cross_kv))
     assert flops_per_sample(t5, 10) == want
+
+
+def test_int8_probe_quantises_every_linear_but_the_output_layer(tiny_causal, tmp_path):
+    from argparse import Namespace
+
+    from zyn import ZeroShotRewardModel
+
+    model, tok = tiny_causal
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    texts = ["A fine film.", "Dull and long.", "I laughed a lot."]
+    reference = ZeroShotRewardModel(model, tok, prompt="sentiment", reward="prob").score(texts)
+    res = run_int8(Namespace(model=str(tmp_path / "m"), prompt="sentiment", repeats=1), texts, reference)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules()) - 1
+    assert res["layers_quantised"] == linears == 14
+    assert len(res["scores"]) == 3 and all(0 <= p <= 1 for p in res["scores"])
+    assert res["drift_vs_float32"]["max_abs"] == max(abs(a - b) for a, b in zip(res["scores"], reference))
+    assert res["zyn"]["samples_s"] > 0
