@@ -121,7 +121,7 @@ def flops_per_sample(model, tokens: float) -> float:
 def peak_rate(dtype: torch.dtype, device: str | None) -> float:
     """GFLOP/s of the fastest product at `dtype`: on CPU any kernel zyn can use (best of
     3 rounds); on a GPU an 8192^3 product, the mean of 10 after 3 warm-ups."""
-    if device is None or not str(device).startswith("cuda"):
+    if not on_gpu(device):
         return max(fastest_matmul_rate(dtype, repeats=20) for _ in range(3))
     a = torch.randn(8192, 8192, dtype=dtype, device=device)
     b = torch.randn(8192, 8192, dtype=dtype, device=device)
@@ -181,6 +181,28 @@ def rate(n: int, seconds: float, tokens: float | None = None) -> dict:
     return out
 
 
+def on_gpu(device: str | None) -> bool:
+    return device is not None and str(device).startswith("cuda")
+
+
+def tokens_per_sample(rm, texts: list[str]) -> float:
+    """Mean tokens of the rendered inputs, every question of every text."""
+    return sum(len(rm.backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / len(texts)
+
+
+def cold(rm, texts: list[str]):
+    """A call scoring `texts` on zyn's path that also computes the shared prefix again."""
+    def score():
+        rm.backend._prefix = None
+        return rm.score(texts)
+    return score
+
+
+def drift(scores: list[float], reference: list[float]) -> dict:
+    diffs = [abs(a - b) for a, b in zip(scores, reference)]
+    return {"max_abs": max(diffs), "mean_abs": sum(diffs) / len(diffs), "spearman": spearman(scores, reference)}
+
+
 def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None) -> dict:
     if random_models.is_random(args.model):
         model, tok = random_models.build(args.model, dtype, args.device, args.tokenizer)
@@ -188,7 +210,7 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     else:
         rm = ZeroShotRewardModel(args.model, prompt=args.prompt, dtype=dtype, device=args.device, reward="prob")
     backend, n, reps = rm.backend, len(texts), args.repeats
-    tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / n
+    tokens = tokens_per_sample(rm, texts)
     # The bound uses the fastest product this machine offers at this precision (on CPU
     # the default or oneDNN kernel), so a ratio against it shows work saved, not a
     # kernel swapped.
@@ -202,19 +224,14 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     batched, t = timed(full.score, texts, repeats=reps)
     res["batched"] = rate(n, t, tokens)
 
-    def zyn_cold():  # time the shared prefix's own computation too
-        backend._prefix = None
-        return rm.score(texts)
-
+    zyn_cold = cold(rm, texts)  # times the shared prefix's own computation too
     fast, t = timed(zyn_cold, repeats=reps)
     res["zyn"] = rate(n, t, tokens)
     # packing and the trimmed last layer apply to causal judges only
     res["ablation"] = {} if backend.is_seq2seq else ablations(rm, zyn_cold, reps, n)
     res["fast_vs_full_max_abs"] = max(abs(a - b) for a, b in zip(fast, batched))
     if reference is not None:
-        res["drift_vs_float32"] = {"max_abs": max(abs(a - b) for a, b in zip(fast, reference)),
-                                   "mean_abs": sum(abs(a - b) for a, b in zip(fast, reference)) / n,
-                                   "spearman": spearman(fast, reference)}
+        res["drift_vs_float32"] = drift(fast, reference)
     res["scores"] = fast
     res["ensemble"] = ensemble_costs(rm, texts, reps)
     res["ensemble_vs_length"] = ensemble_vs_length(rm, args.ensemble_lengths, reps)
@@ -327,14 +344,13 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--out", default="benchmarks/results_scoring.json")
     args = ap.parse_args()
-    int8_ok = not random_models.is_random(args.model) and not str(args.device or "cpu").startswith("cuda")
+    int8_ok = not random_models.is_random(args.model) and not on_gpu(args.device)
     if args.dtypes is None:
         args.dtypes = ["float32", "bfloat16"] + (["int8"] if int8_ok else [])
     elif "int8" in args.dtypes and not int8_ok:
         ap.error("--dtypes int8 measures a real judge on the CPU; leave it out here")
     if args.budgets is None:
-        on_gpu = args.device is not None and str(args.device).startswith("cuda")
-        args.budgets = [4096, 16384, 65536] if on_gpu else [128, 256, 512, 1024]
+        args.budgets = [4096, 16384, 65536] if on_gpu(args.device) else [128, 256, 512, 1024]
 
     texts = make_texts(args.n)
     results, reference = [], None
@@ -349,7 +365,7 @@ def main() -> None:
         print_table(res, results)
     meta = {"model": args.model, "prompt": args.prompt, "n": args.n, "repeats": args.repeats,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
-            "gpu": torch.cuda.get_device_name() if args.device and str(args.device).startswith("cuda") else None,
+            "gpu": torch.cuda.get_device_name() if on_gpu(args.device) else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}"
           + (f", {meta['gpu']}" if meta["gpu"] else ""))
@@ -382,21 +398,12 @@ def run_int8(args, texts: list[str], reference: list[float] | None) -> dict:
         warnings.simplefilter("ignore")
         quantize_dynamic(model, spec, inplace=True)
     rm = ZeroShotRewardModel(model, tok, prompt=args.prompt, reward="prob")
-    backend, n = rm.backend, len(texts)
-    tokens = sum(len(backend.encode(q)) for t in texts for q in rm.prompt_set.render(t)) / n
     rm.score(texts[:4])
-
-    def zyn_cold():
-        backend._prefix = None
-        return rm.score(texts)
-
-    scores, t = timed(zyn_cold, repeats=args.repeats)
-    res = {"dtype": "int8", "layers_quantised": len(spec), "zyn": rate(n, t, tokens), "scores": scores,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    scores, t = timed(cold(rm, texts), repeats=args.repeats)
+    res = {"dtype": "int8", "layers_quantised": len(spec), "zyn": rate(len(texts), t, tokens_per_sample(rm, texts)),
+           "scores": scores, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if reference is not None:
-        res["drift_vs_float32"] = {"max_abs": max(abs(a - b) for a, b in zip(scores, reference)),
-                                   "mean_abs": sum(abs(a - b) for a, b in zip(scores, reference)) / n,
-                                   "spearman": spearman(scores, reference)}
+        res["drift_vs_float32"] = drift(scores, reference)
     return res
 
 

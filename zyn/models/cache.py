@@ -72,15 +72,20 @@ def check_cache(folder: Path, source: dict, *, deep: bool = False) -> str | None
     return None
 
 
-def sha256_file(path: Path, progress: Progress | None = None, stage: str = "hash") -> str:
-    digest, done, total = hashlib.sha256(), 0, path.stat().st_size
+def file_digest(path: Path, algorithm: str = "sha256", progress: Progress | None = None, stage: str = "hash"):
+    """The hashlib digest of a file, read block by block (never whole into memory)."""
+    digest, done, total = hashlib.new(algorithm), 0, path.stat().st_size
     with open(path, "rb") as fh:
         while block := fh.read(BLOCK):
             digest.update(block)
             done += len(block)
             if progress:
                 progress(stage, done, total)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: Path, progress: Progress | None = None, stage: str = "hash") -> str:
+    return file_digest(path, "sha256", progress, stage).hexdigest()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelIntegrityError, ModelNotFoundError
-from .cache import BLOCK, Progress, cache_root, check_cache, sha256_file
+from .cache import BLOCK, Progress, cache_root, check_cache, file_digest, sha256_file
 
 DEFAULT_JUDGE = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_POLICY = "gemma-3-270m"
@@ -145,13 +145,10 @@ def _corrupt_parts(preset: Preset, paths: list[Path]) -> list[Part]:
 
 
 def _b64_digest(path: Path, mode: str) -> str:
+    """The file's digest as a wheel's RECORD writes it (urlsafe base64, no padding)."""
     import base64
 
-    digest = hashlib.new(mode)
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK):
-            digest.update(block)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(file_digest(path, mode).digest()).rstrip(b"=").decode()
 
 
 def _integrity_error(preset: Preset, paths: list[Path], problem: str) -> ModelIntegrityError:
