@@ -175,7 +175,9 @@ def test_long_input_cut_inside_text_with_one_warning(model_pair):
     long_text = "the film was good and " * 5000  # ~100,000 characters
     with pytest.warns(UserWarning, match=r"2 of 3 inputs were longer") as record:
         scores = rm.score([long_text, "fine", long_text + "bad"])
-    assert len(record) == 1 and all(0.0 <= s <= 1.0 for s in scores)
+    # zyn's own warnings only: a library's deprecation notices come and go with its releases
+    ours = [w for w in record if str(w.message).startswith("zyn:")]
+    assert len(ours) == 1 and all(0.0 <= s <= 1.0 for s in scores)
     (query,) = rm.prompt_set.render(long_text)
     ids = rm.backend.encode(query)
     assert len(ids) <= 64

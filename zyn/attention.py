@@ -118,7 +118,9 @@ class _LastLayerAt(nn.Module):
         rest = rest.nonzero().flatten()
         cos, sin = position_embeddings
         if len(rest):
-            cache, idx = kwargs.get("past_key_values"), self.index
+            # the cache comes as ``cache`` (transformers >= 5.24) or ``past_key_values``
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            idx = self.index
             cached = cache.get_seq_length(idx) if cache is not None else None
             try:
                 self.layer(hidden_states[:, rest], attention_mask=None, position_ids=position_ids[:, rest],

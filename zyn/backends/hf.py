@@ -78,6 +78,7 @@ class HFBackend:
         # Models without `logits_to_keep` compute every position's logits; we still
         # read only the last, but say so in the docs of such models' speed.
         self._keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache_kw = cache_keyword(model)
         self._body = _body(model) if not self.is_seq2seq else None
         self._head_checked: dict[AnswerIds, bool] = {}
         self.kernels = "default"
@@ -256,7 +257,7 @@ class HFBackend:
                 keep, where = torch.unique(ends, return_inverse=True)
                 with last_layer_at(self._body, keep):
                     hidden = self._body(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                        past_key_values=cache, use_cache=True, **extra).last_hidden_state
+                                        **{self._cache_kw: cache}, use_cache=True, **extra).last_hidden_state
                 return self._answer_head(hidden[0, where], ids)
 
             if not (switched and self._trim is not False and self._head_ok(ids) and can_trim(self._body)):
@@ -299,7 +300,7 @@ class HFBackend:
         whole model runs, keeping the logits of the read positions only.
         """
         args = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=cache is not None, **extra)
+                    use_cache=cache is not None, **{self._cache_kw: cache}, **extra)
         if self._head_ok(ids):
             hidden = self._body(**args).last_hidden_state[rows, cols]  # (Q, D)
             return self._answer_head(hidden, ids)
@@ -366,9 +367,10 @@ class HFBackend:
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
             x = torch.tensor([prefix], device=self.device)
-            out = (self._body or self.model)(input_ids=x, attention_mask=torch.ones_like(x),
-                                             past_key_values=DynamicCache(config=self.model.config), use_cache=True)
-            self._prefix = (key, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+            out = (self._body or self.model)(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True,
+                                             **{self._cache_kw: DynamicCache(config=self.model.config)})
+            filled = out.cache if self._cache_kw == "cache" else out.past_key_values
+            self._prefix = (key, [(layer.keys, layer.values) for layer in filled.layers])
         for layer, (keys, values) in zip(cache.layers, self._prefix[1]):
             layer.update(keys.expand(n, -1, -1, -1), values.expand(n, -1, -1, -1))
         return cache
@@ -404,6 +406,12 @@ def _cache_is_plain(model) -> bool:
     except Exception:
         return False
     return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+
+
+def cache_keyword(model) -> str:
+    """The name under which `model.forward` takes a KV cache: ``cache`` since
+    transformers 5.24 (``past_key_values`` is deprecated there), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _pad_id(tokenizer) -> int:
