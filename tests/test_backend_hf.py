@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zyn import ZeroShotRewardModel
-from zyn.backends.base import Query
+from zyn.api import Query
 from zyn.backends.hf import HFBackend
 from zyn.packing import plan_rows
 

@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
-from zyn.backends.base import Query  # noqa: E402
+from zyn.api import Query  # noqa: E402
 from zyn.backends.openai import (OpenAIBackend, RemoteError, logodds_from_top, normalise_token,  # noqa: E402
                                  plain_prompt)
 from zyn.server import serve_in_thread  # noqa: E402

@@ -1,6 +1,7 @@
 """zyn: zero-shot reward models from yes/no questions to instruction-tuned LMs."""
 from .errors import AnswerError, InputError, PromptError, ZynError
-from .model import Scores, TRLReward, ZeroShotRewardModel
+from .api import Scores
+from .model import TRLReward, ZeroShotRewardModel
 from .prompts import PromptSet, Question, available_prompt_sets, load_prompt_set
 
 __version__ = "0.1.0"

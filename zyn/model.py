@@ -9,33 +9,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .backends.base import Backend
+from .api import Backend, LogOdds, Scores
 from .errors import InputError, ZynError
 from .prompts import PromptSet, load_prompt_set
 from .scoring import SHAPES, combine_logodds, shape_reward, sigmoid
 
 # Keyword arguments the trainers pass that are not dataset columns.
 _TRAINER_KWARGS = {"trainer_state", "log_metric", "log_extra", "completion_ids", "tokenizer", "environments"}
-
-
-@dataclass
-class Scores:
-    """Scores of a list of inputs, in the caller's order.
-
-    Attributes:
-        p_yes: combined probability of the rewarded answers (the paper's Eq. 4 by default).
-        rewards: `p_yes` shaped by the reward shape (prob, logodds, zyn, logprob).
-        per_question: P(yes) of each question's own "yes" answer, by question name.
-        logodds: calibrated log-odds yes vs no of each question, by question name.
-    """
-
-    p_yes: list[float]
-    rewards: list[float]
-    per_question: dict[str, list[float]] = field(default_factory=dict)
-    logodds: dict[str, list[float]] = field(default_factory=dict)
 
 
 class ZeroShotRewardModel:
@@ -95,11 +77,11 @@ class ZeroShotRewardModel:
         ps = self.prompt_set
         groups = [ps.render(item, i) for i, item in enumerate(inputs)]
         backend = self._ensure_backend()
-        if hasattr(backend, "n_truncated"):
-            backend.n_truncated = 0
-        raw = backend.logodds(groups, ps.answers[0], ps.answers[1]) if groups else []
-        _warn_truncated(backend, len(inputs))
-        return self._assemble(raw)
+        out = LogOdds.of(backend.logodds(groups, ps.answers[0], ps.answers[1])) if groups else LogOdds([])
+        if out.truncated:
+            warnings.warn(f"zyn: {out.truncated} of {len(inputs)} inputs were longer than the model's context "
+                          f"({out.context} tokens) and were cut inside their text", stacklevel=2)
+        return self._assemble(out.values)
 
     def _assemble(self, raw: list[list[float]]) -> Scores:
         ps = self.prompt_set
@@ -240,13 +222,6 @@ def _check_inputs(inputs: Any) -> list[Any]:
         if not isinstance(item, (str, dict)):
             raise InputError(f"item {i}: expected a string or a record (dict), got {type(item).__name__}")
     return items
-
-
-def _warn_truncated(backend: Any, total: int) -> None:
-    n = getattr(backend, "n_truncated", 0)
-    if n:
-        warnings.warn(f"zyn: {n} of {total} inputs were longer than the model's context "
-                      f"({backend.max_length} tokens) and were cut inside their text", stacklevel=3)
 
 
 def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:

@@ -24,7 +24,7 @@ import yaml
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .backends.base import Query
+from .api import Query
 from .errors import InputError, PromptError
 from .scoring import COMBINES, SHAPES
 

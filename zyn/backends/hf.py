@@ -29,7 +29,7 @@ from ..errors import ZynError
 from ..kernels import onednn_is_faster, release_file_pages, use_fused_norms, use_onednn_linears
 from ..packing import attention_mask, common_prefix_len, pack, plan, plan_rows
 from ..scoring import answer_logodds
-from .base import Query
+from ..api import LogOdds, Query
 
 DEFAULT_MAX_LENGTH = 8192  # longer judge inputs are rarely judged well and cost quadratic memory
 # Queries merge into one block of the token trie only when they share at least this
@@ -87,7 +87,6 @@ class HFBackend:
             if onednn_is_faster(self.model.dtype):
                 use_onednn_linears(self.model)
                 self.kernels = "onednn"
-        self.n_truncated = 0           # inputs cut to fit, since the last reset
         self._answer_ids: dict[tuple, AnswerIds] = {}
         self._prefix: tuple[tuple[int, ...], list] | None = None
         self._trim: bool | None = None  # last layer at the answers only: unchecked, fits, does not
@@ -129,10 +128,13 @@ class HFBackend:
 
     def encode(self, query: Query) -> list[int]:
         """Token ids of a query, cut inside its cuttable text if it exceeds `max_length`."""
+        return self._encode(query)[0]
+
+    def _encode(self, query: Query) -> tuple[list[int], bool]:
+        """`encode`, and whether the query had to be cut."""
         ids = self._tokenize(query)
         if len(ids) <= self.max_length:
-            return ids
-        self.n_truncated += 1
+            return ids, False
         segments = list(query.segments)
         for _ in range(4):  # re-tokenising a cut text can merge tokens differently: retry
             over = len(ids) - self.max_length
@@ -143,7 +145,7 @@ class HFBackend:
             segments[longest] = (self._shorten(segments[longest][0], over + 2), True)
             ids = self._tokenize(query, "".join(piece for piece, _ in segments))
         # Last resort (nothing cuttable left): keep the end, where question and cue are.
-        return ids[-self.max_length:]
+        return ids[-self.max_length:], True
 
     def _shorten(self, text: str, drop: int) -> str:
         """Drop `drop` tokens from the middle of `text`, keeping its head and tail."""
@@ -157,13 +159,20 @@ class HFBackend:
     # ------------------------------------------------------------------ scoring
 
     @torch.inference_mode()
-    def logodds(self, groups: list[list[Query]], yes: Sequence[str], no: Sequence[str]) -> list[list[float]]:
+    def logodds(self, groups: list[list[Query]], yes: Sequence[str], no: Sequence[str]) -> LogOdds:
         ids = self.answer_ids(yes, no)
         # Every query of every group, identical token lists scored once.
         unique: dict[tuple[int, ...], int] = {}
-        slots = [[unique.setdefault(tuple(self.encode(q)), len(unique)) for q in group] for group in groups]
+        slots, truncated = [], 0
+        for group in groups:
+            row = []
+            for q in group:
+                seq, cut = self._encode(q)
+                truncated += cut
+                row.append(unique.setdefault(tuple(seq), len(unique)))
+            slots.append(row)
         values = self._score_unique([list(seq) for seq in unique], ids)
-        return [[values[k] for k in row] for row in slots]
+        return LogOdds([[values[k] for k in row] for row in slots], truncated, self.max_length)
 
     def _score_unique(self, seqs: list[list[int]], ids: AnswerIds) -> list[float]:
         """Log-odds of each distinct query, in the order given."""

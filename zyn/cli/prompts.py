@@ -75,9 +75,10 @@ def run_show(args) -> int:
 
 
 def _backend(model: str):
+    from ..api import Formats
     from ..model import build_backend
 
     backend = build_backend(model)
-    if not hasattr(backend, "format"):
+    if not isinstance(backend, Formats):
         raise ZynError(f"--model {model!r}: showing the exact input needs a local transformers model")
     return backend
