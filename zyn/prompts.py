@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -33,10 +34,60 @@ CHAT_MODES = ("auto", "always", "never")
 _SET_KEYS = {"name", "version", "description", "chat_template", "system", "answers", "reward",
              "combine", "fields", "questions"}
 _QUESTION_KEYS = {"name", "template", "reward_answer", "weight", "calibration"}
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-# Private-use code points mark where each variable lands in a rendered template.
-_MARK = "\ue000{}\ue001"
-_MARK_RE = re.compile("\ue000(\\d+)\ue001")
+# Bounds that keep a prompt set from costing more than a text: the template's own text
+# (variables' values excluded) once rendered, the nesting of a record's values, and
+# the nodes a YAML file may expand to through aliases.
+MAX_TEMPLATE_CHARS = 200_000
+MAX_DEPTH = 32
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 1_000_000
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, refusing operations that build huge values
+    (``'x' * 10**9``, ``'x'.ljust(10**9)``, ``'x'|center(10**9)``) before they run."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_CHARS:
+                    raise jinja2.exceptions.SecurityError(f"a template may not build a value longer than "
+                                                          f"{MAX_TEMPLATE_CHARS} characters")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise jinja2.exceptions.SecurityError("a template may not raise to a power above 64")
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, __context, __obj, *args, **kwargs):
+        _check_sizes(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_filter(self, name, value, args=None, kwargs=None, context=None, eval_ctx=None):
+        _check_sizes(args or (), kwargs or {})
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
+
+def _check_sizes(args, kwargs) -> None:
+    if any(isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_TEMPLATE_CHARS
+           for a in (*args, *kwargs.values())):
+        raise jinja2.exceptions.SecurityError(f"a template may not pass a number above {MAX_TEMPLATE_CHARS} "
+                                              "to a function or filter")
+
+
+def _bounded(fn):
+    @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
+    def wrapper(*args, **kwargs):
+        _check_sizes(args[1:], kwargs)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENV.filters = {name: _bounded(fn) for name, fn in _ENV.filters.items()}
+# Private-use code points and a fresh random tag mark where each variable lands in a
+# rendered template; content holding the tag is re-marked with another one.
+_MARK = "\ue000{tag}:{i}\ue001"
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -190,9 +241,12 @@ def _validate_question(ps: PromptSet, q: Question, where: str) -> None:
     example = {v: "example" for v in ps.variables}
     example["messages"] = [{"role": "user", "content": "example"}]
     try:
-        _ENV.from_string(q.template).render(example)
+        rendered = _ENV.from_string(q.template).render(example)
     except Exception as e:  # a template error of any kind is the author's to fix
         raise PromptError(f"{where}.template: cannot render: {e}") from None
+    if len(rendered) > MAX_TEMPLATE_CHARS:
+        raise PromptError(f"{where}.template: renders {len(rendered)} characters around a one-word text, more "
+                          f"than {MAX_TEMPLATE_CHARS}; shorten it")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -206,9 +260,11 @@ def make_context(item: Any, index: int = 0, fields: Iterable[str] = ()) -> dict[
     Extra keys pass through as template fields.
     """
     if isinstance(item, str):
+        check_value(item, f"item {index}: text")
         return {"text": item, "prompt": "", "completion": item, "messages": _as_messages("", item)}
     if not isinstance(item, Mapping):
         raise InputError(f"item {index}: expected a string or a record (dict), got {type(item).__name__}")
+    check_value(item, f"item {index}")
     ctx = dict(item)
     if "messages" in ctx:
         ctx.update(_from_messages(ctx["messages"], index))
@@ -249,32 +305,86 @@ def _from_messages(messages: Any, index: int) -> dict[str, Any]:
 
 
 def _render_query(ps: PromptSet, q: Question, ctx: dict[str, Any], index: int) -> Query:
-    # Render with every string variable replaced by a marker, then split there: the
-    # pieces between markers are template text (never cut), the variables are
-    # cuttable. A filter that changes a marker makes the split impossible; then the
-    # whole message is one uncuttable piece.
-    # Empty strings render as themselves: a marker would make `{% if var %}` true.
-    names = [k for k, v in ctx.items() if isinstance(v, str) and v]
-    marked = {**ctx, **{k: _MARK.format(i) for i, k in enumerate(names)}}
+    # Render with every non-empty string variable replaced by a marker, then split
+    # there: the pieces between markers are template text (never cut), the variables
+    # are cuttable. Markers carry a random tag that no value contains, and the split is
+    # accepted only if putting the values back gives the plain rendering, so no content
+    # (and no filter) can change which variable lands where. Otherwise the whole message
+    # is one uncuttable piece. Empty strings render as themselves: a marker would make
+    # `{% if var %}` true.
     template = _compiled(q.template)
-    try:
-        out = template.render(marked)
-    except jinja2.UndefinedError as e:
-        raise InputError(f"item {index}: question {q.name!r}: {e.message}") from None
-    parts = _MARK_RE.split(out)
-    mangled = any("\ue000" in p or "\ue001" in p for p in parts[::2])
-    if len(parts) == 1 or mangled:
-        return Query(((template.render(ctx), False),), ps.system, ps.chat_template)
+    plain = _render(template, ctx, q, index)
+    names = [k for k, v in ctx.items() if isinstance(v, str) and v]
+    tag = _fresh_tag(ctx)
+    marked = _render(template, {**ctx, **{k: _MARK.format(tag=tag, i=i) for i, k in enumerate(names)}}, q, index)
+    parts = re.split("\ue000" + tag + ":(\\d+)\ue001", marked)
     segments = []
     for i, piece in enumerate(parts):
-        if i % 2 == 0:
-            if piece:
-                segments.append((piece, False))
-        else:
-            value = ctx[names[int(piece)]]
-            if value:
-                segments.append((value, True))
+        value, cut = (piece, False) if i % 2 == 0 else (ctx[names[int(piece)]], True)
+        if value:
+            segments.append((value, cut))
+    if len(parts) == 1 or "".join(v for v, _ in segments) != plain:
+        segments = [(plain, False)]
+    template_chars = sum(len(v) for v, cut in segments if not cut)
+    if template_chars > MAX_TEMPLATE_CHARS + sum(len(v) for v in _strings(ctx)):
+        raise InputError(f"item {index}: question {q.name!r} renders {template_chars} characters of template "
+                         f"text, more than {MAX_TEMPLATE_CHARS}")
     return Query(tuple(segments), ps.system, ps.chat_template)
+
+
+def _render(template: jinja2.Template, ctx: dict[str, Any], q: Question, index: int) -> str:
+    try:
+        return template.render(ctx)
+    except jinja2.UndefinedError as e:
+        raise InputError(f"item {index}: question {q.name!r}: {e.message}") from None
+    except jinja2.exceptions.SecurityError as e:
+        raise InputError(f"item {index}: question {q.name!r}: {e}") from None
+
+
+def _fresh_tag(ctx: dict[str, Any]) -> str:
+    """A random tag that occurs in none of the record's strings."""
+    while True:
+        tag = secrets.token_hex(8)
+        if not any(tag in s for s in _strings(ctx)):
+            return tag
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string inside a (checked, so bounded) record value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def check_value(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what no model can read: strings that are not valid Unicode (a lone
+    surrogate cannot be encoded as UTF-8) and values nested deeper than MAX_DEPTH
+    (which also stops a cyclic record)."""
+    if depth > MAX_DEPTH:
+        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels; flatten the record")
+    if depth == 0 and isinstance(value, Mapping):  # name the top-level field only: paths may be deep
+        for k, v in value.items():
+            check_value(k, f"{where}: a key", 1)
+            check_value(v, f"{where}: field {str(k)[:40]!r}", 1)
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"{where}: character {e.start} is {value[e.start]!r}, a lone surrogate that is not "
+                             "valid Unicode; send text as valid UTF-8") from None
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_value(k, where, depth + 1)
+            check_value(v, where, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_value(v, where, depth + 1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -336,15 +446,47 @@ def question_prompt_set(question: str) -> PromptSet:
 def _load_file(path: Path) -> PromptSet:
     if not path.is_file():
         raise PromptError(f"{path}: no such prompt file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise PromptError(f"{path}: larger than {MAX_YAML_BYTES} bytes; a prompt set is a few questions")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
-    except yaml.YAMLError as e:
-        raise PromptError(f"{path}: not valid YAML: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise PromptError(f"{path}: not valid YAML (UTF-8): {e}") from None
     return from_dict(data, str(path))
+
+
+def _count_nodes(data: Any, source: str) -> None:
+    """Refuse data that expands (through YAML aliases, which share one object) to more
+    than MAX_YAML_NODES values or nests deeper than MAX_DEPTH."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES or depth > MAX_DEPTH:
+            raise PromptError(f"{source}: expands to more than {MAX_YAML_NODES} values or {MAX_DEPTH} levels "
+                              "(YAML aliases?); write the prompt set out plainly")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _typed(data: Mapping, key: str, types: tuple, where: str, default: Any = None) -> Any:
+    """`data[key]` if it has one of `types` (bool never counts as a number), else a PromptError."""
+    value = data.get(key, default)
+    if value is None and None in types:
+        return value
+    kinds = tuple(t for t in types if t is not None)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join("null" if t is None else t.__name__ for t in types)
+        label = f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
+        raise PromptError(f"{label}: expected {names}, got {type(value).__name__}")
+    return value
 
 
 def from_dict(data: Any, source: str) -> PromptSet:
     """Build a PromptSet from its YAML form, naming `source` in every error."""
+    _count_nodes(data, source)
     if not isinstance(data, Mapping):
         raise PromptError(f"{source}: the top level must be a mapping of keys")
     _no_unknown(data, _SET_KEYS, source)
@@ -360,13 +502,16 @@ def from_dict(data: Any, source: str) -> PromptSet:
     fields = data.get("fields") or []
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise PromptError(f"{source}: fields: expected a list of field names")
+    where = f"{source}:"
     return PromptSet(
-        name=str(data["name"]), version=str(data.get("version", "1")),
-        description=str(data.get("description") or ""),
+        name=str(_typed(data, "name", (str, int), where)),
+        version=str(_typed(data, "version", (str, int, float), where, "1")),
+        description=_typed(data, "description", (str, None), where) or "",
         questions=tuple(_question(q, f"{source}: questions[{i}]") for i, q in enumerate(raw_questions)),
         answers=(_words(answers.get("yes", ["Yes"])), _words(answers.get("no", ["No"]))),
-        chat_template=str(data.get("chat_template", "auto")), system=data.get("system"),
-        reward=str(data.get("reward", "zyn")), combine=str(data.get("combine", "mean")),
+        chat_template=_typed(data, "chat_template", (str,), where, "auto"),
+        system=_typed(data, "system", (str, None), where),
+        reward=_typed(data, "reward", (str,), where, "zyn"), combine=_typed(data, "combine", (str,), where, "mean"),
         fields=tuple(fields), source=source)
 
 
@@ -386,9 +531,12 @@ def _question(raw: Any, where: str) -> Question:
     if not isinstance(cal, Mapping):
         raise PromptError(f"{where}.calibration: expected {{scale: ..., shift: ...}}")
     _no_unknown(cal, {"scale", "shift"}, f"{where}.calibration")
-    return Question(name=str(raw.get("name", "q")), template=raw["template"],
-                    reward_answer=str(raw.get("reward_answer", "yes")), weight=raw.get("weight", 1.0),
-                    calibration=(cal.get("scale", 1.0), cal.get("shift", 0.0)))
+    return Question(name=str(_typed(raw, "name", (str, int), where, "q")),
+                    template=_typed(raw, "template", (str,), where),
+                    reward_answer=_typed(raw, "reward_answer", (str,), where, "yes"),
+                    weight=_typed(raw, "weight", (int, float), where, 1.0),
+                    calibration=(_typed(cal, "scale", (int, float), f"{where}.calibration", 1.0),
+                                 _typed(cal, "shift", (int, float), f"{where}.calibration", 0.0)))
 
 
 def _no_unknown(data: Mapping, allowed: set[str], where: str) -> None:
