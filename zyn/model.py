@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from .api import Backend, LogOdds, Scores
 from .errors import InputError, ZynError
 from .prompts import PromptSet, load_prompt_set
-from .scoring import SHAPES, combine_logodds, shape_reward, sigmoid
+from .scoring import SHAPES, combine
 
 # Keyword arguments the trainers pass that are not dataset columns.
 _TRAINER_KWARGS = {"trainer_state", "log_metric", "log_extra", "completion_ids", "tokenizer", "environments"}
@@ -85,18 +85,12 @@ class ZeroShotRewardModel:
 
     def _assemble(self, raw: list[list[float]]) -> Scores:
         ps = self.prompt_set
-        questions = ps.questions
-        calibrated = [[q.calibration[0] * lo + q.calibration[1] for q, lo in zip(questions, row)] for row in raw]
-        # A question phrased the other way round rewards "no": orient it so larger is better.
-        oriented = [[lo if q.reward_answer == "yes" else -lo for q, lo in zip(questions, row)] for row in calibrated]
-        weights = [q.weight for q in questions]
-        combined = [combine_logodds(row, weights, ps.combine) for row in oriented]
-        return Scores(
-            p_yes=[sigmoid(lo) for lo in combined],
-            rewards=[shape_reward(lo, self.reward_shape) for lo in combined],
-            per_question={q.name: [sigmoid(row[j]) for row in calibrated] for j, q in enumerate(questions)},
-            logodds={q.name: [row[j] for row in calibrated] for j, q in enumerate(questions)},
-        )
+        qs = ps.questions
+        c = combine(raw, [q.calibration for q in qs], [q.reward_answer for q in qs], [q.weight for q in qs],
+                    ps.combine, self.reward_shape)
+        names = [q.name for q in qs]
+        return Scores(p_yes=c.p_rewarded, rewards=c.rewards, per_question=dict(zip(names, c.p_yes)),
+                      logodds=dict(zip(names, c.logodds)))
 
     # ------------------------------------------------------------------ trainer contracts
 
