@@ -8,8 +8,8 @@ import pytest
 from zyn import ZeroShotRewardModel, load_prompt_set
 from zyn.calibration import (MIN_SCALE, apply_calibration, calibrated_prompt_set, content_free_calibration,
                              content_free_records, content_free_shift, fit_platt, fit_platt_per_question,
-                             platt_calibration, raw_logodds)
-from zyn.evaluation import auroc, expected_calibration_error, sigmoid
+                             oriented_labels, platt_calibration, platt_cross_fitted, raw_logodds)
+from zyn.evaluation import auroc, expected_calibration_error, sigmoid, two_folds
 
 TWO_QUESTIONS = {
     "name": "two", "answers": {"yes": ["Yes"], "no": ["No"]}, "combine": "mean",
@@ -131,14 +131,42 @@ def test_platt_orients_no_questions(fake_rm):
 
 
 def test_offline_recombination_matches_the_model_path(fake_rm):
-    # apply_calibration on raw log-odds gives the same numbers as scoring with the calibrated set
+    # apply_calibration on raw log-odds gives exactly the numbers of scoring with the calibrated set
     texts = ["v=-2", "v=0.3", "v=1.7", "N/A"]
     cal = {"pos": (0.7, -0.2), "neg": (1.3, 0.4)}
     per_q, combined = apply_calibration(raw_logodds(fake_rm, texts), fake_rm.prompt_set, cal)
     scores = fake_rm.with_prompt(calibrated_prompt_set(fake_rm.prompt_set, cal)).score_detailed(texts)
-    assert np.allclose(combined, scores.p_yes, atol=1e-12)
-    # per-question values are oriented to the rewarded answer: "neg" gives P(no) = 1 - P(yes)
-    assert np.allclose(per_q["neg"], 1 - np.array(scores.per_question["neg"]), atol=1e-12)
+    assert combined.tolist() == scores.p_yes
+    # per question both are P(yes), not oriented, even for "neg", which rewards "no"
+    assert {k: v.tolist() for k, v in per_q.items()} == scores.per_question
+
+
+def test_apply_calibration_per_question_is_p_yes_of_a_no_question():
+    # "neg" rewards no: raw 0 shifted by log 3 gives P(yes) 0.75; combined is the mean of P(yes) of
+    # "pos" (0.5) and P(no) of "neg" (0.25)
+    ps = load_prompt_set(TWO_QUESTIONS)
+    per_q, combined = apply_calibration({"pos": [0.0], "neg": [0.0]}, ps, {"neg": (1.0, math.log(3))})
+    assert per_q["neg"].tolist() == [pytest.approx(0.75)] and per_q["pos"].tolist() == [0.5]
+    assert combined.tolist() == [pytest.approx(0.375)]
+    with pytest.raises(ValueError, match="unequal lengths"):
+        apply_calibration({"pos": [0.0, 1.0], "neg": [0.0]}, ps)
+
+
+def test_platt_cross_fitted_scores_each_half_with_the_other_halfs_fit():
+    # every row's numbers equal apply_calibration under the fit on the rows of the other fold
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 1] * 10)
+    raw = {"pos": rng.normal(0, 2, 20) + 2 * labels, "neg": rng.normal(0, 2, 20) - 2 * labels}
+    ps = load_prompt_set(TWO_QUESTIONS)
+    per_q, combined = platt_cross_fitted(raw, ps, labels, seed=5)
+    for test in two_folds(labels, 5):
+        train = np.setdiff1d(np.arange(20), test)
+        fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, labels[train], ps)
+        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, ps, fit)
+        assert combined[test].tolist() == comb.tolist()
+        assert per_q["neg"][test].tolist() == pq["neg"].tolist()
+    # "neg" reports P(yes): it ranks the oriented labels, not the labels
+    assert auroc(per_q["neg"], oriented_labels(labels, "no")) > 0.5 > auroc(per_q["neg"], labels)
 
 
 def test_calibration_survives_yaml(tmp_path, fake_rm):

@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .evaluation import as_binary_labels, sigmoid
-from .scoring import combine_logodds
+from .evaluation import as_binary_labels, sigmoid, two_folds
+from .scoring import combine
 
 CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
 MIN_SCALE = 1e-3
@@ -39,7 +39,11 @@ Calibration = dict  # {question_name: (scale, shift)}
 # ----------------------------------------------------------------------------- pure fitting
 
 def content_free_shift(content_free_logodds: Sequence[float]) -> float:
-    """The shift that puts the mean content-free log-odds at 0 (p = 0.5)."""
+    """The shift that puts the mean content-free log-odds at 0 (p = 0.5); NaN readings are ignored.
+
+    >>> content_free_shift([1.0, 3.0, float("nan")])
+    -2.0
+    """
     x = np.asarray(content_free_logodds, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -60,6 +64,10 @@ def fit_platt(logodds: Sequence[float], labels: Sequence, reg: float = 1e-3,
 
     Returns:
         (scale, shift)
+
+    >>> scale, shift = fit_platt([-3, -2, -1, 1, 2, 3], [0, 0, 0, 1, 1, 1])   # symmetric: no shift
+    >>> scale > 0, abs(shift) < 1e-9
+    (True, True)
     """
     x = np.asarray(logodds, dtype=float).ravel()
     y = as_binary_labels(labels)
@@ -125,7 +133,11 @@ def fit_platt(logodds: Sequence[float], labels: Sequence, reg: float = 1e-3,
 
 def oriented_labels(labels: Sequence, reward_answer: str) -> np.ndarray:
     """Labels for a question's *yes* probability: flipped for a question whose
-    rewarded answer is "no" (a positive text should get the answer "no")."""
+    rewarded answer is "no" (a positive text should get the answer "no").
+
+    >>> oriented_labels([1, 0, 1], "no").tolist()
+    [0, 1, 0]
+    """
     y = as_binary_labels(labels)
     return y if reward_answer == "yes" else 1 - y
 
@@ -135,36 +147,75 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Re-score from raw (uncalibrated) yes-vs-no log-odds without running a model.
 
+    Goes through `zyn.scoring.combine`, the model's own path, so the numbers are
+    those a model with the calibrated prompt set returns.
+
     Args:
         raw_logodds: {question name: raw log-odds per item}.
         prompt_set: gives each question's reward_answer and weight and the combine mode.
         calibration: {question: (scale, shift)}; questions not named keep (1, 0).
 
     Returns:
-        ({question: P(rewarded answer) per item}, combined P(rewarded answer) per item),
-        the same quantities the model's scoring path computes (combine via
-        `zyn.scoring.combine_logodds`). NaN stays NaN.
+        ({question: P(yes) per item}, combined P(rewarded answer) per item). Per
+        question is P(yes) of that question's own yes answer, calibrated, not
+        oriented (`Scores.per_question`); evaluate a question rewarding "no" against
+        `oriented_labels`. NaN stays NaN.
+
+    >>> from zyn.prompts import load_prompt_set
+    >>> ps = load_prompt_set({"name": "two", "questions": [{"name": "good", "template": "{{ text }} good?"},
+    ...     {"name": "bad", "template": "{{ text }} bad?", "reward_answer": "no"}]})
+    >>> per_q, combined = apply_calibration({"good": [0.0], "bad": [0.0]}, ps, {"bad": (1.0, math.log(3))})
+    >>> per_q["bad"].round(12).tolist(), combined.round(12).tolist()   # P(yes) 0.75; (0.5 + 0.25) / 2
+    ([0.75], [0.375])
     """
     calibration = calibration or {}
-    oriented: dict[str, np.ndarray] = {}
-    for q in prompt_set.questions:
-        scale, shift = calibration.get(q.name, (1.0, 0.0))
-        lo = scale * np.asarray(raw_logodds[q.name], dtype=float) + shift
-        oriented[q.name] = lo if q.reward_answer == "yes" else -lo
-    weights = [q.weight for q in prompt_set.questions]
-    n = len(next(iter(oriented.values())))
-    combined = np.array([combine_logodds([float(oriented[q.name][i]) for q in prompt_set.questions],
-                                         weights, prompt_set.combine) for i in range(n)])
-    with np.errstate(invalid="ignore"):
-        per_q = {k: _sigmoid_nan(v) for k, v in oriented.items()}
-        return per_q, _sigmoid_nan(combined)
+    qs = prompt_set.questions
+    columns = [np.asarray(raw_logodds[q.name], dtype=float).ravel().tolist() for q in qs]
+    if len({len(col) for col in columns}) > 1:
+        raise ValueError(f"raw log-odds of unequal lengths: {[len(col) for col in columns]}")
+    c = combine(list(zip(*columns)), [calibration.get(q.name, (1.0, 0.0)) for q in qs],
+                [q.reward_answer for q in qs], [q.weight for q in qs], prompt_set.combine)
+    return {q.name: np.array(p, dtype=float) for q, p in zip(qs, c.p_yes)}, np.array(c.p_rewarded, dtype=float)
 
 
-def _sigmoid_nan(x: np.ndarray) -> np.ndarray:
-    out = np.full(x.shape, np.nan)
-    ok = ~np.isnan(x)
-    out[ok] = sigmoid(x[ok])
-    return out
+def platt_cross_fitted(raw_logodds: Mapping[str, np.ndarray], prompt_set, labels: Sequence, seed: int = 0,
+                       reg: float = 1e-3) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every item scored under a Platt fit on the other half (2-fold cross-fitting).
+
+    The items are split into two stratified halves (`zyn.evaluation.two_folds`);
+    each half is scored (`apply_calibration`) with the per-question fit
+    (`fit_platt_per_question`) on the other half, so figures computed from the
+    result are out of sample.
+
+    Args:
+        raw_logodds: {question name: raw log-odds per item}.
+        prompt_set: the questions, their reward answers, weights and combine mode.
+        labels: 0/1 per item, 1 = the rewarded property holds; each half needs both
+            classes, so at least 2 items of each.
+        seed: seed of the split.
+
+    Returns:
+        As `apply_calibration`, for every item: ({question: P(yes)}, combined P).
+
+    >>> from zyn.prompts import load_prompt_set
+    >>> ps = load_prompt_set({"name": "one", "questions": [{"name": "q", "template": "{{ text }}?"}]})
+    >>> per_q, combined = platt_cross_fitted({"q": np.array([-2.0, -1.0, 1.0, 2.0])}, ps, [0, 0, 1, 1])
+    >>> bool(np.all(np.diff(combined) > 0)), bool(np.array_equal(per_q["q"], combined))
+    (True, True)
+    """
+    raw = {k: np.asarray(v, dtype=float) for k, v in raw_logodds.items()}
+    y = as_binary_labels(labels)
+    n = len(y)
+    per_q = {q.name: np.full(n, np.nan) for q in prompt_set.questions}
+    combined = np.full(n, np.nan)
+    for test in two_folds(y, seed):
+        train = np.setdiff1d(np.arange(n), test)
+        fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, y[train], prompt_set, reg=reg)
+        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, prompt_set, fit)
+        combined[test] = comb
+        for k in per_q:
+            per_q[k][test] = pq[k]
+    return per_q, combined
 
 
 def fit_platt_per_question(raw_logodds: Mapping[str, Sequence[float]], labels: Sequence, prompt_set,
