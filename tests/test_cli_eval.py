@@ -1,6 +1,7 @@
 """`zyn eval` end to end on a fake backend (no model files): table, JSON, plots, errors."""
 import csv
 import json
+import math
 import re
 
 import pytest
@@ -68,6 +69,13 @@ def test_eval_compares_prompt_sets_and_writes_outputs(tmp_path, data, capsys):
     assert res["runs"][0]["metrics"]["combined"]["auroc"] == pytest.approx(24 / 25)
     # Platt keeps the ranking of a single question
     assert res["runs"][1]["metrics"]["combined"]["auroc"] == pytest.approx(24 / 25)
+    # "neg" rewards no and reads -v: its score is its own P(yes) = sigmoid(-2.5) on the first row, and it is
+    # measured against flipped labels, so it ranks as well as "pos" (24/25), not backwards (1/25)
+    two = res["runs"][2]
+    assert two["reward_answers"] == {"pos": "yes", "neg": "no"}
+    assert two["scores"]["neg"][0] == pytest.approx(1 / (1 + math.exp(2.5)))
+    assert two["metrics"]["neg"]["auroc"] == pytest.approx(24 / 25)
+    assert two["metrics"]["combined"]["auroc"] == pytest.approx(24 / 25)
     assert (out_dir / "reliability.png").stat().st_size > 1000
     assert (out_dir / "histograms.png").stat().st_size > 1000
     cal = load_prompt_set(str(tmp_path / "cal_two.yaml"))

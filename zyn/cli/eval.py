@@ -4,6 +4,8 @@ Scores every record of a labelled JSONL/CSV file with one or more prompt sets
 (the model is loaded once), and reports per prompt set, per question and combined:
 AUROC, accuracy at p = 0.5, the best in-sample accuracy and its threshold, the
 Brier score and the expected calibration error (equal-width bins, --bins).
+Combined is P(rewarded answer) against the labels; a question is its own P(yes),
+against the labels flipped for a question that rewards "no".
 
 --calibrate contentfree  shift each question so content-free inputs ("N/A", "",
                          "[MASK]") sit at p = 0.5 (no labels used).
@@ -122,7 +124,11 @@ def load_labelled(path: str, field: str, label_field: str, positive: str | None,
 def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.ndarray,
                          calibrate: str | None = None, n_bins: int = 10, seed: int = 0) -> dict:
     """Score `records` with each prompt set and evaluate. Returns the results dict
-    written to results.json (no printing, no files)."""
+    written to results.json (no printing, no files).
+
+    Per run, ``scores`` holds the combined P(rewarded answer) and each question's
+    P(yes) (`zyn.calibration.apply_calibration`); a question's metrics are against
+    its oriented labels (`zyn.calibration.oriented_labels`)."""
     from .. import calibration as cal
     from ..evaluation import evaluate, reliability_curve
 
@@ -137,40 +143,26 @@ def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.
             fit = cal.content_free_calibration(rm.with_prompt(ps))
             variants.append(("content-free", *cal.apply_calibration(raw, ps, fit), fit))
         elif calibrate == PLATT:
-            per_q, combined = _platt_cross_fitted(raw, ps, labels, seed)
+            per_q, combined = cal.platt_cross_fitted(raw, ps, labels, seed)
             variants.append(("platt 2-fold", per_q, combined, cal.fit_platt_per_question(raw, labels, ps)))
         for variant, per_q, combined, saved in variants:
             scores = {"combined": combined, **per_q}
-            metrics = {k: evaluate(v, labels, n_bins).as_dict() for k, v in scores.items()}
+            metrics = {"combined": evaluate(combined, labels, n_bins).as_dict()}
+            # a question's P(yes) is right when its yes answer is: flip the labels of a "no" question
+            metrics.update({q.name: evaluate(per_q[q.name], cal.oriented_labels(labels, q.reward_answer),
+                                             n_bins).as_dict() for q in ps.questions})
             ok = ~np.isnan(combined)
             rel = [b.__dict__ for b in reliability_curve(combined[ok], labels[ok], n_bins)]
             out["runs"].append({
                 "prompt_set": ps.name, "source": ps.source, "variant": variant,
                 "questions": [q.name for q in ps.questions],
+                "reward_answers": {q.name: q.reward_answer for q in ps.questions},
                 "calibration": {k: list(v) for k, v in saved.items()} if saved else None,
                 "metrics": metrics, "reliability": rel,
                 "scores": {k: [None if math.isnan(x) else float(x) for x in v] for k, v in scores.items()},
             })
     out["labels"] = labels.tolist()
     return out
-
-
-def _platt_cross_fitted(raw: dict, ps, labels: np.ndarray, seed: int) -> tuple[dict, np.ndarray]:
-    """Scores of every row under a Platt fit on the other fold (2-fold cross-fitting)."""
-    from ..calibration import apply_calibration, fit_platt_per_question
-    from ..evaluation import two_folds
-
-    n = len(labels)
-    per_q = {q.name: np.full(n, np.nan) for q in ps.questions}
-    combined = np.full(n, np.nan)
-    for test in two_folds(labels, seed):
-        train = np.setdiff1d(np.arange(n), test)
-        fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, labels[train], ps)
-        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, ps, fit)
-        for k in per_q:
-            per_q[k][test] = pq[k]
-        combined[test] = comb
-    return per_q, combined
 
 
 # ----------------------------------------------------------------------------- output
@@ -185,7 +177,8 @@ def results_table(results: dict):
     from rich.table import Table
 
     t = Table(title=f"zyn eval: {results.get('input', '')} (n={results['n']}, {results['n_positive']} positive)",
-              caption=f"best acc: in-sample, at the threshold shown; ECE: {results['bins']} equal-width bins")
+              caption=f"best acc: in-sample, at the threshold shown; ECE: {results['bins']} equal-width bins; "
+                      "a question: its P(yes), labels flipped where it rewards no")
     t.add_column("prompt set / question", overflow="fold")
     t.add_column("calibration", overflow="fold")
     for col in ("AUROC", "acc@0.5", "best acc (thr)", "Brier", "ECE", "n"):
