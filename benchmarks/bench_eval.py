@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from zyn import ZeroShotRewardModel, load_prompt_set  # noqa: E402
 from zyn.calibration import (apply_calibration, content_free_records, content_free_shift,  # noqa: E402
-                             fit_platt_per_question, uncalibrated)
-from zyn.evaluation import evaluate, two_folds  # noqa: E402
+                             fit_platt_per_question, oriented_labels, platt_cross_fitted, uncalibrated)
+from zyn.evaluation import evaluate  # noqa: E402
 from zyn.models import DEFAULT_JUDGE  # noqa: E402
 
 DATA = {"movies": ROOT / "benchmarks/data/movie_reviews.jsonl",
@@ -87,10 +87,13 @@ class RawCache:
         return {q.name: np.array(entries[f"{dataset}|{question_key(ps, q)}"], dtype=float) for q in ps.questions}
 
 
-def metrics_row(name: str, dataset: str, variant: str, per_q: dict, combined: np.ndarray, labels) -> dict:
+def metrics_row(ps, dataset: str, variant: str, per_q: dict, combined: np.ndarray, labels) -> dict:
+    """Metrics of the combined P against the labels; per question, the AUROC of its
+    P(yes) against the labels oriented to it (flipped where it rewards "no")."""
     m = evaluate(combined, labels).as_dict()
-    m["per_question_auroc"] = {k: evaluate(v, labels).auroc for k, v in per_q.items()} if len(per_q) > 1 else {}
-    return {"prompt_set": name, "data": dataset, "variant": variant, **m}
+    m["per_question_auroc"] = {q.name: evaluate(per_q[q.name], oriented_labels(labels, q.reward_answer)).auroc
+                               for q in ps.questions} if len(ps.questions) > 1 else {}
+    return {"prompt_set": ps.name, "data": dataset, "variant": variant, **m}
 
 
 def main() -> int:
@@ -129,26 +132,17 @@ def main() -> int:
         cf = {q: (1.0, content_free_shift(v)) for q, v in raw[ps.name, CF].items()}
         for ds, (_, labels) in data.items():
             r = raw[ps.name, ds]
-            rows.append(metrics_row(ps.name, ds, "as given", *apply_calibration(r, ps), labels))
+            rows.append(metrics_row(ps, ds, "as given", *apply_calibration(r, ps), labels))
             if len(ps.questions) > 1:
                 ml = dataclasses.replace(ps, combine="mean_logodds")
-                rows.append(metrics_row(ps.name, ds, "as given, mean_logodds", *apply_calibration(r, ml), labels))
-            rows.append(metrics_row(ps.name, ds, "content-free", *apply_calibration(r, ps, cf), labels))
+                rows.append(metrics_row(ml, ds, "as given, mean_logodds", *apply_calibration(r, ml), labels))
+            rows.append(metrics_row(ps, ds, "content-free", *apply_calibration(r, ps, cf), labels))
             # Platt, 2-fold within the data set: every row scored by the fit on the other half
-            per_q = {q.name: np.full(len(labels), np.nan) for q in ps.questions}
-            comb = np.full(len(labels), np.nan)
-            for test in two_folds(labels):
-                train = np.setdiff1d(np.arange(len(labels)), test)
-                fit = fit_platt_per_question({k: v[train] for k, v in r.items()}, labels[train], ps)
-                pq, c = apply_calibration({k: v[test] for k, v in r.items()}, ps, fit)
-                for k in per_q:
-                    per_q[k][test] = pq[k]
-                comb[test] = c
-            rows.append(metrics_row(ps.name, ds, "platt 2-fold", per_q, comb, labels))
+            rows.append(metrics_row(ps, ds, "platt 2-fold", *platt_cross_fitted(r, ps, labels), labels))
             # Platt across domains: fit on the other data set
             other = next(o for o in data if o != ds)
             fit = fit_platt_per_question(raw[ps.name, other], data[other][1], ps)
-            row = metrics_row(ps.name, ds, f"platt fit on {other}", *apply_calibration(r, ps, fit), labels)
+            row = metrics_row(ps, ds, f"platt fit on {other}", *apply_calibration(r, ps, fit), labels)
             row["calibration"] = fit
             rows.append(row)
         # the calibrations one would ship: fitted on all rows of both data sets
