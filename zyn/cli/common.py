@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..models import DEFAULT_JUDGE
+from ..scoring import SHAPE_FORMULAS, SHAPES
 
 
 def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
@@ -11,7 +12,8 @@ def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set
                    help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
                         f"(default: {DEFAULT_JUDGE})")
     p.add_argument("--prompt", default="sentiment", help=prompt_help)
-    p.add_argument("--reward", choices=("prob", "logodds", "zyn", "logprob"), help="override the reward shape")
+    p.add_argument("--reward", choices=SHAPES, help="override the prompt set's reward shape, in p = P(rewarded "
+                   "answer): " + ", ".join(f"{name} = {formula}" for name, formula in SHAPE_FORMULAS.items()))
     p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto (GPU bf16, CPU float32) or fast "
