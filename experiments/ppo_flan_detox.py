@@ -13,18 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import DATA, Experiment, main  # noqa: E402
-from zyn import ZeroShotRewardModel  # noqa: E402
-
-PROMPTS = "detox"
-
-
-def reward_model(judge, prompt=PROMPTS, **options):
-    """The zyn reward model; common/run.py hands `.as_trl_reward()` to the trainer (trlx: the model itself)."""
-    return ZeroShotRewardModel(judge, prompt=prompt, **options)
-
 
 EXPERIMENT = Experiment(
-    name="ppo_flan_detox", prompts=PROMPTS, reward_model=reward_model,
+    name="ppo_flan_detox", prompts="detox",
     dataset=str(DATA / "detox_openers.txt"), eval_dataset=str(DATA / "detox_openers_eval.txt"),
     description=__doc__.splitlines()[0],
 )

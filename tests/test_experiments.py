@@ -5,6 +5,7 @@ to local folders: two training steps, an evaluation after each, metrics.jsonl an
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMON = ROOT / "experiments" / "common"
 SCRIPTS = ["ppo_flan_sentiments", "ppo_d5_movies", "ppo_flan_sentiments_robust", "ppo_flan_detox"]
 # Tiny everything: 4 completions per step in groups of 2, 4 new tokens, 4 held-out openers.
 TINY = {"batch_size": 4, "num_generations": 2, "max_new_tokens": 4, "eval_size": 4, "eval_show": 2,
@@ -128,11 +130,75 @@ def test_local_dataset_formats(tmp_path):
     assert load_prompts(str(tmp_path / "c.txt"), words=4) == ["First opener", "Second one"]
 
 
+def test_experiment_reward_model_override():
+    sys.path.insert(0, str(ROOT))
+    from experiments.common import Experiment
+
+    # a script's own factory gets the judge, the prompt set and the run's options as they are
+    exp = Experiment("x", "sentiment", "a.txt", "b.txt", reward_model=lambda judge, **kw: (judge, kw))
+    assert exp.build_reward_model("j", prompt="p", device="cpu") == ("j", {"prompt": "p", "device": "cpu"})
+
+
 def test_paper_config_is_valid():
     sys.path.insert(0, str(ROOT))
-    from experiments.common.config import DEFAULTS, _read_config
+    from experiments.common.config import DEFAULTS, read_config
 
-    cfg = _read_config(str(ROOT / "experiments" / "configs" / "paper_gpu.yaml"))
+    cfg = read_config(str(ROOT / "experiments" / "configs" / "paper_gpu.yaml"))
     assert set(cfg) <= set(DEFAULTS)
     assert cfg["policy"] == "lvwerra/gpt2-imdb" and cfg["judge"] == "google/flan-t5-large"
     assert cfg["batch_size"] == 64 and cfg["dataset"].startswith("imdb")
+
+
+def common_imports(folder: Path) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports, TYPE_CHECKING imports included."""
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in modules:
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        graph[name] = {node.module for node in ast.walk(tree)
+                       if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in modules}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A path [a, b, ..., a] through the graph, or None when it has no cycle (depth-first search)."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        for nxt in sorted(graph[node]):
+            cycle = visit(nxt, path + [node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return None
+
+    return next((c for c in (visit(n, []) for n in sorted(graph)) if c), None)
+
+
+def test_find_cycle():
+    # a <-> b through c is a cycle; a diamond is not
+    assert find_cycle({"a": {"c"}, "b": {"a"}, "c": {"b"}}) == ["a", "c", "b", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
+def test_common_has_no_import_cycle():
+    graph = common_imports(COMMON)
+    assert graph["run"] >= {"callbacks", "config"}  # the parser sees the imports
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+@pytest.mark.parametrize("module", sorted(common_imports(COMMON)))
+def test_common_module_imports_alone(module):
+    # A bare package object stands in for experiments.common: the real __init__.py would import
+    # every module first, in one fixed order, so a module that works only after another would pass.
+    code = (f"import importlib, sys, types; sys.path.insert(0, {str(ROOT)!r}); import experiments; "
+            f"pkg = types.ModuleType('experiments.common'); pkg.__path__ = [{str(COMMON)!r}]; "
+            f"sys.modules['experiments.common'] = pkg; "
+            f"importlib.import_module('experiments.common.{module}'); "
+            f"assert 'experiments.common.run' not in sys.modules or {module!r} == 'run'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -1,7 +1,8 @@
 """The shared loop of the ZYN experiments: RLAIF with a zyn reward on TRL (GRPO or RLOO), or trlx PPO.
 
-Each experiment script names its question set and its data and hands a reward-model
-factory to `main`; everything else lives in this package:
+Each experiment script declares an `Experiment` (its name, question set, data and description)
+and hands it to `main`; everything else lives in this package, the reward model included
+(zyn's ZeroShotRewardModel on the judge, unless an Experiment passes its own factory):
 
     arguments + config file -> checks (fail fast, one line, exit 2) -> data -> judge + policy
     -> trainer (TRL GRPOTrainer | RLOOTrainer | trlx PPO) with an evaluation callback
@@ -18,8 +19,8 @@ is the paper's setting. Precedence: DEFAULTS < the script's defaults < --config 
 
 One concept per module:
 
-    config     DEFAULTS, TRLX_PAPER, the Experiment a script declares, flags + config file -> checked
-               config; the paths (DATA) and the run's clock (T_START)
+    config     DEFAULTS, TRLX_PAPER, the Experiment a script declares (it builds the reward model),
+               flags + config file -> checked config; the paths (DATA) and the run's clock (T_START)
     data       prompts from a .txt/.jsonl/.csv file or a datasets hub name[:split]
     precision  the device, bf16 or fp32 (measured on a CPU), autocast
     trainers   the TRL trainer classes, the paper's trlx PPO config, freezing the policy

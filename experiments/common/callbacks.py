@@ -1,22 +1,40 @@
 """Evaluation and progress during training: the Evaluator callback, the progress bar, greedy generation."""
 from __future__ import annotations
 
-import json
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from .config import T_START
 from .precision import autocast
-from .report import _jsonable, _mean, _tqdm_paused, eval_table
-
-if TYPE_CHECKING:
-    from .run import Run
+from .report import append_jsonl, eval_table, mean, tqdm_paused
 
 try:
     from transformers import TrainerCallback
     from transformers.trainer_callback import ProgressCallback
 except ImportError:  # pragma: no cover
     TrainerCallback = ProgressCallback = object  # type: ignore[misc,assignment]
+
+
+class RunState(Protocol):
+    """What the callbacks read from and write to the run; run.Run is one (declared here so that
+    this module does not import run.py, which imports it)."""
+
+    cfg: dict[str, Any]
+    policy: Any
+    tokenizer: Any
+    rm: Any                             # the reward model: score_detailed(records)
+    eval_prompts: list[str]
+    device: str
+    precision: str
+    out: Path
+    console: Any
+    evals: list[dict[str, Any]]         # appended to by Evaluator.evaluate
+    interrupted: int                    # Ctrl-C presses so far
+    stop_reason: str | None             # set when the time limit stops training
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append a record to metrics.jsonl."""
 
 
 class Evaluator(TrainerCallback):
@@ -26,7 +44,7 @@ class Evaluator(TrainerCallback):
     trainer's logs to metrics.jsonl and ends training early when the time limit nears.
     """
 
-    def __init__(self, run: Run):
+    def __init__(self, run: RunState):
         self.run = run
         self.last_step: int | None = None
         self.eval_seconds = 0.0
@@ -52,7 +70,7 @@ class Evaluator(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "train_runtime" not in logs:
-            self.run._log({"kind": "train", "step": state.global_step, **logs})
+            self.run.log({"kind": "train", "step": state.global_step, **logs})
 
     def on_train_end(self, args, state, control, **kw):
         if self.last_step != state.global_step and not self.run.interrupted:
@@ -82,29 +100,32 @@ class Evaluator(TrainerCallback):
         n = len(run.evals)
         result = {
             "kind": "eval", "eval": n, "step": step, "n": len(records),
-            "reward": _mean(scores.rewards), "p_yes": _mean(scores.p_yes),
-            **{f"p_yes/{q}": _mean(v) for q, v in scores.per_question.items()},
+            "reward": mean(scores.rewards), "p_yes": mean(scores.p_yes),
+            **{f"p_yes/{q}": mean(v) for q, v in scores.per_question.items()},
             "seconds": round(time.monotonic() - t, 2),
         }
         run.evals.append(result)
-        run._log(result)
-        with open(run.out / "samples.jsonl", "a", encoding="utf-8") as f:
-            for i, (p, c) in enumerate(zip(run.eval_prompts, outputs)):
-                row = {"eval": n, "step": step, "prompt": p, "output": c, "reward": scores.rewards[i],
-                       "p_yes": scores.p_yes[i], **{f"p_yes/{q}": v[i] for q, v in scores.per_question.items()}}
-                f.write(json.dumps(_jsonable(row)) + "\n")
+        run.log(result)
+        append_jsonl(run.out / "samples.jsonl", _sample_rows(n, step, run.eval_prompts, outputs, scores))
         table = eval_table(n, step, run.eval_prompts, outputs, scores, run.cfg["eval_show"])
-        with _tqdm_paused():
+        with tqdm_paused():
             run.console.print(table)
         self.eval_seconds = time.monotonic() - t
         self.last_step = step
         return result
 
 
-class _Progress(ProgressCallback):
+def _sample_rows(n: int, step: int, prompts: list[str], outputs: list[str], scores) -> list[dict[str, Any]]:
+    """One samples.jsonl row per held-out opener of evaluation #n."""
+    return [{"eval": n, "step": step, "prompt": p, "output": c, "reward": scores.rewards[i],
+             "p_yes": scores.p_yes[i], **{f"p_yes/{q}": v[i] for q, v in scores.per_question.items()}}
+            for i, (p, c) in enumerate(zip(prompts, outputs))]
+
+
+class ProgressBar(ProgressCallback):
     """transformers' progress bar, showing the batch reward instead of printing every log dict."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: RunState):
         super().__init__()
         self.run = run
 

@@ -85,22 +85,33 @@ class Experiment:
     Attributes:
         name: short name; the default output folder is experiments/runs/<name>.
         prompts: the prompt set (name under prompts/ or a YAML path).
-        reward_model: ``factory(judge, prompt=..., **options) -> ZeroShotRewardModel``.
         dataset / eval_dataset: default training prompts and held-out openers.
         description: one line for --help.
         defaults: config values this experiment changes.
+        reward_model: ``factory(judge, prompt=..., **options)`` replacing zyn's ZeroShotRewardModel;
+            None (every experiment of the paper) builds the ZeroShotRewardModel.
     """
 
     name: str
     prompts: str
-    reward_model: Callable[..., Any]
     dataset: str
     eval_dataset: str
     description: str = ""
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reward_model: Callable[..., Any] | None = None
+
+    def build_reward_model(self, judge: Any, prompt: Any, **options: Any) -> Any:
+        """The reward model the run trains against; the trainer gets its ``.as_trl_reward()``
+        (trlx: the model itself)."""
+        if self.reward_model is not None:
+            return self.reward_model(judge, prompt=prompt, **options)
+        from zyn import ZeroShotRewardModel
+
+        return ZeroShotRewardModel(judge, prompt=prompt, **options)
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """The exception's message on one line, for the scripts' ``error: ...``."""
     return " ".join(str(e).split()) or type(e).__name__
 
 
@@ -134,7 +145,7 @@ def build_config(exp: Experiment, argv: Sequence[str] | None = None) -> dict[str
     cfg.update(prompts=exp.prompts, dataset=exp.dataset, eval_dataset=exp.eval_dataset)
     cfg.update(exp.defaults)
     if args.config:
-        cfg.update(_read_config(args.config))
+        cfg.update(read_config(args.config))
     flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     cfg.update(flags)
     if cfg["output_dir"] is None:
@@ -143,7 +154,8 @@ def build_config(exp: Experiment, argv: Sequence[str] | None = None) -> dict[str
     return cfg
 
 
-def _read_config(path: str) -> dict[str, Any]:
+def read_config(path: str) -> dict[str, Any]:
+    """The config keys of a YAML or JSON file; an unknown key is an ExperimentError."""
     import yaml
 
     p = Path(path)
@@ -153,7 +165,7 @@ def _read_config(path: str) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise ExperimentError(f"--config {path}: cannot parse it ({_one_line(e)})") from None
+        raise ExperimentError(f"--config {path}: cannot parse it ({one_line(e)})") from None
     data = data or {}
     if not isinstance(data, dict):
         raise ExperimentError(f"--config {path}: expected a mapping of config keys, got {type(data).__name__}")

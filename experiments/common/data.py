@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentError, _one_line
+from .config import ExperimentError, one_line
 
 
 def load_prompts(spec: str, *, words: int, limit: int | None = None, split: str = "train",
@@ -77,7 +77,7 @@ def _read_hub(spec: str, words: int, split: str, seed: int, limit: int | None) -
         with _quiet_hub():
             ds = datasets.load_dataset(name, split=given_split or split)
     except Exception as e:  # offline, unknown name, unknown split: all the user's to fix
-        raise ExperimentError(f"could not load the dataset {spec!r} ({_one_line(e)[:200]}); without hub "
+        raise ExperimentError(f"could not load the dataset {spec!r} ({one_line(e)[:200]}); without hub "
                               f"access pass a local .txt/.jsonl/.csv file") from None
     column = "prompt" if "prompt" in ds.column_names else "text" if "text" in ds.column_names else None
     if column is None:

@@ -1,6 +1,6 @@
 """Reporting: the console, evaluation tables, metrics.jsonl, plots and the before/after summary.
 
-_smooth, summarize, _mean and _jsonable are pure; the rest writes to the console or to files.
+_smooth, summarize, mean and jsonable are pure; the rest writes to the console or to files.
 """
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 
-def _console():
+def new_console():
+    """The run's console: rich, without guessing colours for numbers and paths."""
     from rich.console import Console
 
     return Console(highlight=False)
 
 
 @contextlib.contextmanager
-def _tqdm_paused():
+def tqdm_paused():
+    """Print around the progress bar instead of through it."""
     try:
         from tqdm import tqdm
 
@@ -48,9 +50,9 @@ def eval_table(n: int, step: int, prompts, outputs, scores, show: int):
         if many:
             row += [f"{scores.per_question[q][i]:.3f}" for q in questions]
         table.add_row(*row)
-    means = ["[bold]mean[/]", "", f"[bold]{_mean(scores.rewards):+.3f}[/]", f"[bold]{_mean(scores.p_yes):.3f}[/]"]
+    means = ["[bold]mean[/]", "", f"[bold]{mean(scores.rewards):+.3f}[/]", f"[bold]{mean(scores.p_yes):.3f}[/]"]
     if many:
-        means += [f"[bold]{_mean(scores.per_question[q]):.3f}[/]" for q in questions]
+        means += [f"[bold]{mean(scores.per_question[q]):.3f}[/]" for q in questions]
     table.add_section()
     table.add_row(*means)
     return table
@@ -158,16 +160,25 @@ def print_summary(console, summary: dict[str, Any], name: str) -> None:
     console.print(table)
 
 
-def _mean(values: Sequence[float]) -> float:
+def mean(values: Sequence[float]) -> float:
+    """The mean of the values that are numbers (None and NaN skipped); NaN when none is."""
     good = [v for v in values if v is not None and not math.isnan(v)]
     return sum(good) / len(good) if good else math.nan
 
 
-def _jsonable(value: Any) -> Any:
+def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append one JSON line per record (non-finite floats as null)."""
+    with open(path, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(jsonable(record)) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with only JSON types: NaN and infinities become None, numpy/torch scalars floats."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, (str, int, bool)) or value is None:

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .callbacks import Evaluator, _Progress
-from .config import T_START, Experiment, ExperimentError, _one_line, build_config
+from .callbacks import Evaluator, ProgressBar
+from .config import T_START, Experiment, ExperimentError, build_config, one_line
 from .data import load_prompts
 from .precision import choose_precision, resolve_device
-from .report import _console, _jsonable, plot_metrics, print_summary, summarize
-from .trainers import _trl_classes, freeze, trlx_config
+from .report import append_jsonl, jsonable, new_console, plot_metrics, print_summary, summarize
+from .trainers import freeze, trl_classes, trlx_config
 
 
 def main(exp: Experiment, argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> int:
         cfg = build_config(exp, argv)
         return Run(exp, cfg).run()
     except (ExperimentError, ZynError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -56,7 +56,7 @@ class Run:
     def __init__(self, exp: Experiment, cfg: dict[str, Any]):
         self.exp, self.cfg = exp, cfg
         self.out = Path(cfg["output_dir"])
-        self.console = _console()
+        self.console = new_console()
         self.evals: list[dict[str, Any]] = []
         self.interrupted = 0
         self.stop_reason: str | None = None
@@ -102,8 +102,8 @@ class Run:
         self.precision = choose_precision(cfg["precision"], self.device)
         judge_dtype = cfg["judge_dtype"] or ("bfloat16" if self.precision == "bf16" else "float32")
         with self.console.status(f"Loading the judge {cfg['judge']} ..."):
-            self.rm = self.exp.reward_model(cfg["judge"], prompt=self.prompt_set, device=self.device,
-                                            dtype=judge_dtype, batch_size=cfg["judge_batch_size"])
+            self.rm = self.exp.build_reward_model(cfg["judge"], prompt=self.prompt_set, device=self.device,
+                                                  dtype=judge_dtype, batch_size=cfg["judge_batch_size"])
         if cfg["trainer"] == "trlx":
             return
         with self.console.status(f"Loading the policy {cfg['policy']} ..."):
@@ -121,8 +121,8 @@ class Run:
         cfg = self.cfg
         self._header()
         self.load_models()
-        self._log({"kind": "start", "load_seconds": round(time.monotonic() - T_START, 1),
-                   "config": _jsonable(cfg), "precision": self.precision, "device": self.device})
+        self.log({"kind": "start", "load_seconds": round(time.monotonic() - T_START, 1),
+                   "config": jsonable(cfg), "precision": self.precision, "device": self.device})
         if cfg["trainer"] == "trlx":
             return self.run_trlx()
         trainer = self.build_trainer()
@@ -148,7 +148,7 @@ class Run:
         from transformers.trainer_callback import ProgressCallback
 
         cfg = self.cfg
-        Trainer, Config = _trl_classes(cfg["trainer"])
+        Trainer, Config = trl_classes(cfg["trainer"])
         fields = {f.name for f in dataclasses.fields(Config)}
         kwargs: dict[str, Any] = dict(
             output_dir=str(self.out), max_steps=cfg["steps"], learning_rate=cfg["learning_rate"],
@@ -168,14 +168,14 @@ class Run:
         try:
             args = Config(**kwargs)
         except (ValueError, TypeError) as e:
-            raise ExperimentError(f"invalid {Config.__name__}: {_one_line(e)}") from None
+            raise ExperimentError(f"invalid {Config.__name__}: {one_line(e)}") from None
         self.reward_fn = self.rm.as_trl_reward()
         self.evaluator = Evaluator(self)
         trainer = Trainer(model=self.policy, reward_funcs=self.reward_fn, args=args,
                           train_dataset=Dataset.from_dict({"prompt": self.train_prompts}),
                           processing_class=self.tokenizer, callbacks=[self.evaluator])
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_Progress(self))
+        trainer.add_callback(ProgressBar(self))
         return trainer
 
     def run_trlx(self) -> int:  # pragma: no cover - trlx is not installable here
@@ -200,9 +200,9 @@ class Run:
             f"  {len(self.train_prompts)} training prompts, {len(self.eval_prompts)} held-out openers; "
             f"output in {self.out}")
 
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+    def log(self, record: dict[str, Any]) -> None:
+        """Append a record to metrics.jsonl (the Evaluator logs through this too)."""
+        append_jsonl(self.metrics_path, [record])
 
     def save(self, trainer, name: str) -> None:
         if not self.cfg["save_model"]:
@@ -213,14 +213,14 @@ class Run:
             self.tokenizer.save_pretrained(str(path))
             self.console.print(f"Saved the policy to {path}")
         except Exception as e:  # a failed save must not lose the metrics and plots
-            self.console.print(f"[red]Could not save the policy to {path}: {_one_line(e)}[/]")
+            self.console.print(f"[red]Could not save the policy to {path}: {one_line(e)}[/]")
 
     def finish(self, steps: int) -> None:
         elapsed = time.monotonic() - T_START
         plots = plot_metrics(self.metrics_path, self.out, title=self.exp.name)
         summary = summarize(self.evals, steps, elapsed, self.stop_reason)
-        (self.out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-        self._log({"kind": "end", "steps": steps, "seconds": round(elapsed, 1), "stopped": self.stop_reason})
+        (self.out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+        self.log({"kind": "end", "steps": steps, "seconds": round(elapsed, 1), "stopped": self.stop_reason})
         print_summary(self.console, summary, self.exp.name)
         self.console.print(f"Metrics: {self.metrics_path}; plots: {', '.join(str(p) for p in plots)}")
 

@@ -7,7 +7,8 @@ from typing import Any
 from .config import TRLX_PAPER, ExperimentError
 
 
-def _trl_classes(name: str):
+def trl_classes(name: str):
+    """(Trainer, Config) of TRL for "grpo" or "rloo"."""
     if name == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
