@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from zyn import scoring
 from zyn.evaluation import (accuracy, as_binary_labels, auroc, best_threshold, brier_score, evaluate,
-                            evaluate_many, expected_calibration_error, log_loss, reliability_curve)
+                            evaluate_many, expected_calibration_error, log_loss, reliability_curve, sigmoid)
 
 
 def test_auroc_perfect_and_reversed():
@@ -140,3 +141,11 @@ def test_auroc_matches_pair_counting_on_random_data():
     pos, neg = s[y == 1], s[y == 0]
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
     assert auroc(s, y) == pytest.approx(brute, abs=1e-12)
+
+
+def test_sigmoid_is_the_elementwise_twin_of_scoring_sigmoid():
+    # the same formula branch for branch: equal to the last bit, infinities and NaN included
+    x = [-800.0, -36.5, -1.0, -0.0, 0.0, 1e-9, 2.5, 40.0, math.inf, -math.inf, math.nan]
+    got = sigmoid(np.array(x)).tolist()
+    want = [scoring.sigmoid(v) for v in x]
+    assert got[:-1] == want[:-1] and math.isnan(got[-1]) and math.isnan(want[-1])

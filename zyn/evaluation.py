@@ -42,7 +42,11 @@ def _probabilities(s: np.ndarray) -> np.ndarray:
 
 
 def as_binary_labels(labels: Sequence) -> np.ndarray:
-    """Labels as an int array of 0/1; raises ValueError on anything else."""
+    """Labels as an int array of 0/1; raises ValueError on anything else.
+
+    >>> as_binary_labels([True, False]).tolist(), as_binary_labels([1.0, 0.0]).tolist()
+    ([1, 0], [1, 0])
+    """
     y = np.asarray(labels)
     if y.dtype == bool:
         return y.astype(int).ravel()
@@ -74,6 +78,9 @@ def auroc(scores: Sequence[float], labels: Sequence) -> float:
 
     The probability that a random positive scores above a random negative, a tie
     counting one half. NaN when only one class is present.
+
+    >>> auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])   # 0.35 loses to 0.4, the other 3 pairs are won
+    0.75
     """
     s, y = _arrays(scores, labels)
     n_pos = int(y.sum())
@@ -86,7 +93,11 @@ def auroc(scores: Sequence[float], labels: Sequence) -> float:
 
 
 def accuracy(scores: Sequence[float], labels: Sequence, threshold: float = 0.5) -> float:
-    """Fraction classified correctly when ``score >= threshold`` predicts 1."""
+    """Fraction classified correctly when ``score >= threshold`` predicts 1.
+
+    >>> accuracy([0.2, 0.5, 0.7], [0, 0, 1])   # 0.5 counts as positive: 2 of 3 right
+    0.6666666666666666
+    """
     s, y = _arrays(scores, labels)
     return float(np.mean((s >= threshold).astype(int) == y))
 
@@ -98,6 +109,9 @@ def best_threshold(scores: Sequence[float], labels: Sequence) -> tuple[float, fl
     negative). Ties go to the smallest threshold. This is an optimistic, in-sample
     figure: it shows how separable the scores are, not what a threshold fitted
     elsewhere would achieve.
+
+    >>> best_threshold([0.2, 0.5, 0.7], [0, 0, 1])
+    (0.7, 1.0)
     """
     s, y = _arrays(scores, labels)
     order = np.argsort(s, kind="mergesort")
@@ -116,7 +130,11 @@ def best_threshold(scores: Sequence[float], labels: Sequence) -> tuple[float, fl
 
 
 def brier_score(probs: Sequence[float], labels: Sequence) -> float:
-    """Mean squared error between probabilities and 0/1 labels (0 is perfect)."""
+    """Mean squared error between probabilities and 0/1 labels (0 is perfect).
+
+    >>> brier_score([0.5, 1.0], [1, 1])   # (0.25 + 0) / 2
+    0.125
+    """
     p, y = _arrays(probs, labels)
     _probabilities(p)
     return float(np.mean((p - y) ** 2))
@@ -164,7 +182,11 @@ def reliability_curve(probs: Sequence[float], labels: Sequence, n_bins: int = DE
 
 def expected_calibration_error(probs: Sequence[float], labels: Sequence, n_bins: int = DEFAULT_BINS) -> float:
     """ECE with `n_bins` equal-width bins: sum over bins of (bin size / N) *
-    |observed positive rate - mean predicted probability|. 0 is perfect."""
+    |observed positive rate - mean predicted probability|. 0 is perfect.
+
+    >>> expected_calibration_error([0.25, 0.25, 0.75, 0.75], [0, 0, 1, 1], n_bins=2)   # |0 - .25| and |1 - .75|
+    0.25
+    """
     bins = reliability_curve(probs, labels, n_bins)
     n = sum(b.count for b in bins)
     return float(sum(b.count / n * abs(b.fraction_positive - b.mean_predicted) for b in bins if b.count))
@@ -227,7 +249,14 @@ def evaluate_many(scores: Mapping[str, Sequence[float]], labels: Sequence,
 # --------------------------------------------------------------------- helpers for fitting
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Elementwise logistic function, stable for large |x|."""
+    """Elementwise logistic function 1 / (1 + e^-x), stable for large |x|, NaN kept.
+
+    The vectorised twin of `zyn.scoring.sigmoid` (same formula, branch for branch)
+    for the numpy maths of fitting; this module imports nothing of zyn.
+
+    >>> sigmoid(np.array([-np.inf, 0.0, np.log(3)])).tolist()
+    [0.0, 0.5, 0.75]
+    """
     x = np.asarray(x, dtype=float)
     out = np.empty_like(x)
     pos = x >= 0
@@ -239,7 +268,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def two_folds(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     """Two stratified halves of the row indices (each class split evenly), for
-    fitting a calibration on one half and reporting on the other."""
+    fitting a calibration on one half and reporting on the other.
+
+    >>> [len(half) for half in two_folds(np.array([0, 0, 0, 1, 1]))]   # 1 + 1 and 2 + 1
+    [2, 3]
+    """
     rng = np.random.default_rng(seed)
     a, b = [], []
     for cls in (0, 1):
