@@ -1,7 +1,7 @@
 """Pure maths of yes/no rewards: logits -> log-odds -> P(yes) -> shaped rewards.
 
 Everything here works on numbers, never on models or files, and imports nothing
-of zyn. The central quantity is the log-odds of the rewarded answer,
+of zyn. The central quantity is the log-odds of yes against no,
 
     lo = logsumexp(logits[yes_ids]) - logsumexp(logits[no_ids])
     P(yes) = softmax([l_yes, l_no])[0] = sigmoid(lo)
