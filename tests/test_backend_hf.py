@@ -7,10 +7,11 @@ import random
 import pytest
 import torch
 
-from zyn import ZeroShotRewardModel
+from zyn import ZeroShotRewardModel, ZynError
 from zyn.api import Query
 from zyn.backends.hf import HFBackend
-from zyn.packing import plan_rows
+from zyn.backends.hf.planner import length_batches
+from zyn.backends.hf.runner import Runner
 
 TEXTS = [
     "This movie was great",
@@ -76,26 +77,23 @@ def test_shared_prefix_equals_full_recompute(tiny_causal, prompt):
     assert fast.score(TEXTS[:5]) == pytest.approx(b.p_yes[:5], abs=1e-5)
 
 
-def test_ensemble_shares_the_text_stem(tiny_causal, monkeypatch):
+def test_ensemble_shares_the_text_stem(tiny_causal):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
-    seen = []
-    original = rm.backend._packed_logodds
-    monkeypatch.setattr(rm.backend, "_packed_logodds", lambda s, p, i: seen.append((s, p)) or original(s, p, i))
-    rm.score([TEXTS[1], TEXTS[9]])
-    ((seqs, prefix),) = seen
-    assert len(seqs) == 4  # both questions of both texts in one pass
-    from zyn.packing import pack
-    tree = pack(seqs)
+    seqs = [rm.backend.encode(q) for text in (TEXTS[1], TEXTS[9]) for q in rm.prompt_set.render(text)]
+    plan = rm.backend.plan(seqs, *rm.prompt_set.answers)
+    ((p,),) = [plan.passes]
+    (tree,) = p.tries
+    assert len(p.queries) == 4  # both questions of both texts in one pass
     # each text is computed once: the trie saves one copy of each (>10 tokens apiece)
-    assert len(tree.blocks) == 2 and len(tree) < sum(len(s) for s in seqs) - 20
+    assert len(tree.blocks) == 2 and len(tree) < sum(len(s) for s in plan.tails) - 20
 
 
 @pytest.mark.parametrize("prompt", ["sentiment", "sentiment_robust"])
 @pytest.mark.parametrize("budget", [16, 64, 512])
 def test_packed_rows_and_full_recompute_agree(tiny_causal, prompt, budget):
     full = ZeroShotRewardModel(*tiny_causal, prompt=prompt, share_prefix=False).score_detailed(TEXTS)
-    for layout in (True, False):
-        rm = ZeroShotRewardModel(*tiny_causal, prompt=prompt, pack=layout, token_budget=budget)
+    for layout in ("packed", "rows"):
+        rm = ZeroShotRewardModel(*tiny_causal, prompt=prompt, layout=layout, token_budget=budget)
         got = rm.score_detailed(TEXTS)
         for name in full.logodds:
             assert got.logodds[name] == pytest.approx(full.logodds[name], abs=1e-4), (layout, name)
@@ -111,12 +109,15 @@ def test_completions_of_one_prompt_share_it(tiny_causal):
     assert fast.score(texts) == pytest.approx(full.score(texts), abs=1e-5)
 
 
-def test_blockwise_attention_equals_the_dense_mask(tiny_causal, monkeypatch):
-    from zyn import attention
+def test_blockwise_attention_equals_the_dense_mask(tiny_causal):
+    from transformers import AttentionInterface
+
+    from conftest import make_tiny_causal
+    from zyn.backends.hf import attention
 
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
-    rm.backend.model.config._attn_implementation = "sdpa"
     blockwise = rm.score(TEXTS)
+    assert rm.backend.fast_paths(*rm.prompt_set.answers)["blockwise"]
     calls = []
     original = attention.block_attention
 
@@ -124,50 +125,47 @@ def test_blockwise_attention_equals_the_dense_mask(tiny_causal, monkeypatch):
         calls.append(kwargs.get("zyn_blocks") is not None)
         return original(*args, **kwargs)
 
-    from transformers import AttentionInterface
-    monkeypatch.setitem(AttentionInterface._global_mapping, attention.NAME, counting)
-    rm.backend._prefix = None
-    assert rm.score(TEXTS) == pytest.approx(blockwise, abs=1e-6)
+    AttentionInterface.register(attention.NAME, counting)
+    try:
+        rm.backend.clear_prefix_cache()
+        assert rm.score(TEXTS) == pytest.approx(blockwise, abs=1e-6)
+    finally:
+        AttentionInterface.register(attention.NAME, original)
     assert any(calls)  # the per-block path ran
-    dense = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
-    monkeypatch.setattr("zyn.backends.hf.blockwise", _never_switch)
-    assert dense.score(TEXTS) == pytest.approx(blockwise, abs=1e-5)
     assert rm.backend.model.config._attn_implementation == "sdpa"  # restored after each pass
-
-
-class _never_switch:
-    def __init__(self, model):
-        pass
-
-    def __enter__(self):
-        return False
-
-    def __exit__(self, *exc):
-        return False
+    model, tok = make_tiny_causal()  # a private copy, on eager attention: one dense masked product
+    model.set_attn_implementation("eager")
+    dense = ZeroShotRewardModel(model, tok, prompt="sentiment_robust")
+    assert dense.score(TEXTS) == pytest.approx(blockwise, abs=1e-5)
+    assert not dense.backend.fast_paths(*dense.prompt_set.answers)["blockwise"]
 
 
 def test_identical_inputs_scored_once(tiny_causal, monkeypatch):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    rm.backend.fast_paths(*rm.prompt_set.answers)  # the one-time checks run their own passes
     calls = []
-    original = rm.backend._forward
-    monkeypatch.setattr(rm.backend, "_forward",
-                        lambda b, s, p, i: calls.append(sum(map(len, b))) or original(b, s, p, i))
+    original = rm.backend.runner.run_pass
+    monkeypatch.setattr(rm.backend.runner, "run_pass",
+                        lambda plan, p, ids, paths: calls.append(len(p.queries)) or original(plan, p, ids, paths))
     out = rm.score(["same text"] * 10 + ["other"])
     assert sum(calls) == 2 and len(set(out[:10])) == 1
 
 
 def test_out_of_memory_splits_and_keeps_order(tiny_causal, monkeypatch):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
-    ref = rm.score(TEXTS)
-    original = rm.backend._forward
+    ref = rm.score(TEXTS)  # and the one-time checks
+    original = rm.backend.runner.run_pass
+    sizes = []
 
-    def flaky(blocks, seqs, prefix, ids):
-        if sum(map(len, blocks)) > 2:
+    def flaky(plan, p, ids, paths):
+        sizes.append(len(p.queries))
+        if len(p.queries) > 2:
             raise torch.OutOfMemoryError("simulated")
-        return original(blocks, seqs, prefix, ids)
+        return original(plan, p, ids, paths)
 
-    monkeypatch.setattr(rm.backend, "_forward", flaky)
+    monkeypatch.setattr(rm.backend.runner, "run_pass", flaky)
     assert rm.score(TEXTS) == pytest.approx(ref, abs=1e-5)
+    assert max(sizes) > 2 and sizes[-1] <= 2  # the pass was split, and the halves ran
 
 
 def test_long_input_cut_inside_text_with_one_warning(model_pair):
@@ -197,12 +195,13 @@ def test_chat_template_modes(tiny_causal):
     assert backend.format(Query((("hello", True),), chat="never")) == "hello"
 
 
-def test_padded_passes_cover_everything_longest_first():
-    seqs = [[0] * n for n in [10, 50, 30, 40, 20, 5]]
-    passes = plan_rows(seqs, budget=100, max_rows=4, min_shared=1000)  # no sharing: one query a row
-    flat = [b[0] for p in passes for b in p]
-    assert sorted(flat) == list(range(6)) and [len(seqs[q]) for q in flat] == [50, 40, 30, 20, 10, 5]
-    assert all(len(p) * len(seqs[p[0][0]]) <= 100 or len(p) == 1 for p in passes)
+def test_padded_batches_cover_everything_longest_first():
+    lengths = [10, 50, 30, 40, 20, 5]
+    batches = length_batches(lengths, budget=100, max_rows=4)
+    flat = [q for batch in batches for q in batch]
+    assert sorted(flat) == list(range(6)) and [lengths[q] for q in flat] == [50, 40, 30, 20, 10, 5]
+    assert all(len(b) * lengths[b[0]] <= 100 or len(b) == 1 for b in batches)
+    assert [len(b) for b in length_batches(lengths, budget=1000, max_rows=4)] == [4, 2]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2", "llama"])
@@ -224,23 +223,25 @@ def test_other_architectures_prefix_reuse_matches(tiny_causal, arch):
                                              max_position_embeddings=256, initializer_range=0.1))
     model.eval()
     full = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", share_prefix=False).score(TEXTS)
-    for layout in (True, False):
-        fast = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", pack=layout, token_budget=96)
+    for layout in ("packed", "rows"):
+        fast = ZeroShotRewardModel(model, tok, prompt="sentiment_robust", layout=layout, token_budget=96)
         assert fast.backend.share_prefix
         assert fast.score(TEXTS) == pytest.approx(full, abs=1e-5)
         assert fast.score(TEXTS[:1]) == pytest.approx(full[:1], abs=1e-5)
         assert fast.score(TEXTS[::-1]) == pytest.approx(full[::-1], abs=1e-5)
-        if layout:  # the last layer at the answers only, where the decoder keeps its layers in a list
-            assert bool(fast.backend._trim) is (arch != "gpt2")
+        paths = fast.backend.fast_paths(*fast.prompt_set.answers)
+        assert paths["layout"] == layout
+        # the last layer at the answers only (packed), where the decoder keeps its layers in a list
+        assert paths["trim"] is (layout == "packed" and arch != "gpt2")
 
 
 def test_answer_rows_only_head_matches_full_logits(tiny_causal):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
-    ids = rm.backend.answer_ids(*rm.prompt_set.answers)
     fast = rm.score(TEXTS)
-    assert rm.backend._head_ok(ids)
-    rm.backend._head_checked[ids] = False  # force the full-vocabulary path
-    assert rm.score(TEXTS) == pytest.approx(fast, abs=1e-5)
+    assert rm.backend.fast_paths(*rm.prompt_set.answers)["head"]
+    full = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust", answer_rows=False)
+    assert not full.backend.fast_paths(*full.prompt_set.answers)["head"]
+    assert full.score(TEXTS) == pytest.approx(fast, abs=1e-5)
 
 
 def test_head_self_check_falls_back_when_logits_are_rescaled():
@@ -252,6 +253,17 @@ def test_head_self_check_falls_back_when_logits_are_rescaled():
     model.config.final_logit_softcapping = 0.5
     rm = ZeroShotRewardModel(model, tok, prompt="sentiment")
     scores = rm.score(TEXTS[:4])
-    assert rm.backend._head_checked and not any(rm.backend._head_checked.values())
+    paths = rm.backend.fast_paths(*rm.prompt_set.answers)
+    assert not paths["head"] and not paths["trim"] and paths["layout"] == "packed"
     model.config.final_logit_softcapping = None
     assert scores == pytest.approx(ZeroShotRewardModel(model, tok, prompt="sentiment").score(TEXTS[:4]), abs=1e-5)
+
+
+def test_trim_last_layer_can_be_refused_or_required(tiny_causal):
+    full_layer = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", trim_last_layer=False)
+    required = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", trim_last_layer=True)
+    assert not full_layer.backend.fast_paths(*full_layer.prompt_set.answers)["trim"]
+    assert full_layer.score(TEXTS) == pytest.approx(required.score(TEXTS), abs=1e-5)
+    rows = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", layout="rows", trim_last_layer=True)
+    with pytest.raises(ZynError, match="trim_last_layer=True"):
+        rows.score(TEXTS)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from zyn import ZeroShotRewardModel
-from zyn.kernels import (FusedRMSNorm, OneDNNGatedMLP, OneDNNLinear, onednn_available, use_fused_norms,
+from zyn.backends.hf.kernels import (FusedRMSNorm, OneDNNGatedMLP, OneDNNLinear, onednn_available, use_fused_norms,
                          use_onednn_linears)
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")

@@ -1,10 +1,11 @@
-"""Token-trie layout: pure index arithmetic, checked by hand and against brute force."""
+"""Token tries and the planner's passes: pure index arithmetic, checked by hand and against brute force."""
 import random
 
 import pytest
 import torch
 
-from zyn.packing import attention_mask, common_prefix_len, pack, plan, plan_rows
+from zyn.backends.hf.planner import common_prefix, plan_call
+from zyn.backends.hf.trie import attention_mask, common_prefix_len, concat, pack
 
 
 def test_docstring_example():
@@ -63,30 +64,68 @@ def test_trie_is_never_larger_than_the_queries():
     assert len(pack(seqs)) == 4 + 1 + 1 + 1
 
 
+def _passes(seqs, layout, budget, max_queries, min_shared=1):
+    plan = plan_call(seqs, layout, budget, max_queries, min_shared)
+    assert plan.prefix == common_prefix(seqs) and plan.tails == [s[len(plan.prefix):] for s in seqs]
+    return plan
+
+
 @pytest.mark.parametrize("budget, max_queries", [(5, 100), (8, 2), (1000, 3), (1000, 1000)])
-def test_plan_covers_each_query_once_within_limits(budget, max_queries):
+def test_packed_passes_cover_each_query_once_within_limits(budget, max_queries):
     rng = random.Random(budget + max_queries)
-    seqs = [[rng.randint(0, 2) for _ in range(rng.randint(1, 6))] for _ in range(30)]
-    passes = plan(seqs, budget, max_queries)
-    flat = [q for p in passes for block in p for q in block]
+    seqs = [[9] + [rng.randint(0, 2) for _ in range(rng.randint(1, 6))] for _ in range(30)]
+    plan = _passes(seqs, "packed", budget, max_queries)
+    flat = [q for p in plan.passes for q in p.queries]
     assert sorted(flat) == list(range(30))
-    for p in passes:
-        queries = [q for block in p for q in block]
-        assert len(queries) <= max_queries
-        assert len(pack([seqs[q] for q in queries])) <= budget or len(queries) == 1
+    for p in plan.passes:
+        (tree,) = p.tries
+        assert len(p.queries) <= max_queries
+        assert len(tree) <= budget or len(p.queries) == 1
+        # the trie built by the planner is the trie of the pass's queries, ends in pass order
+        for q, end in zip(p.queries, tree.ends):
+            path = sorted(_ancestors(tree.parents, end))
+            assert [tree.tokens[i] for i in path] == plan.tails[q]
 
 
-def test_plan_rows_keeps_rows_times_width_within_budget():
+def test_rows_keep_rows_times_width_within_budget():
     rng = random.Random(3)
     seqs = [[rng.randint(0, 5) for _ in range(rng.randint(1, 12))] for _ in range(40)]
-    passes = plan_rows(seqs, budget=30, max_rows=4)
-    assert sorted(q for p in passes for b in p for q in b) == list(range(40))
+    plan = _passes(seqs, "rows", budget=30, max_queries=4)
+    assert sorted(q for p in plan.passes for q in p.queries) == list(range(40))
     widths = []
-    for p in passes:
-        rows = [len(pack([seqs[q] for q in block])) for block in p]
+    for p in plan.passes:
+        rows = [len(t) for t in p.tries]
         assert len(rows) <= 4 and (len(rows) * max(rows) <= 30 or len(rows) == 1)
+        assert sum(len(t.ends) for t in p.tries) == len(p.queries)
         widths.append(max(rows))
     assert widths == sorted(widths, reverse=True)  # longest first
+
+
+def test_padded_plan_shares_nothing():
+    seqs = [[1, 2, 3], [1, 2, 4, 5], [1, 2]]
+    plan = plan_call(seqs, "padded", budget=100, max_queries=8)
+    assert plan.prefix == [] and plan.tails == seqs and [p.queries for p in plan.passes] == [[1, 0, 2]]
+    assert all(p.tries == [] for p in plan.passes)
+
+
+@pytest.mark.parametrize("layout", ["packed", "rows", "padded"])
+def test_split_halves_a_pass_and_keeps_its_queries(layout):
+    rng = random.Random(5)
+    seqs = [[rng.randint(0, 3) for _ in range(rng.randint(1, 9))] for _ in range(12)]
+    plan = plan_call(seqs, layout, budget=1000, max_queries=64, min_shared=1)
+    (p,) = plan.passes
+    first, second = plan.split(p)
+    assert sorted(first.queries + second.queries) == sorted(p.queries) and first.queries and second.queries
+    if layout == "packed":  # each half carries the trie of its own queries
+        for half in (first, second):
+            assert len(half.tries[0].ends) == len(half.queries)
+
+
+def test_concat_shifts_indices():
+    a, b = pack([[1, 2], [1, 3]]), pack([[4]])
+    both = concat([a, b])
+    assert both.tokens == [1, 2, 3, 4] and both.parents == [-1, 0, 0, -1]
+    assert both.ends == [1, 2, 3] and both.blocks == [(0, 3), (3, 4)]
 
 
 def test_attention_mask_sees_the_past_and_what_is_allowed():
@@ -107,4 +146,6 @@ def test_min_shared_splits_queries_that_merely_start_alike():
     assert pack(seqs).blocks == [(0, 8)]  # all three share the 1
     tree = pack(seqs, min_shared=3)
     assert tree.tokens == [1, 2, 3, 4, 5, 6, 1, 7, 8] and tree.blocks == [(0, 6), (6, 9)]
-    assert [len(b) for p in plan(seqs, 100, 100, min_shared=3) for b in p] == [2, 1]
+    plan = plan_call([[0] + s for s in seqs] + [[0, 9]], "packed", 100, 100, min_shared=3)
+    (p,) = plan.passes
+    assert plan.prefix == [0] and p.tries[0].blocks == [(0, 6), (6, 9), (9, 10)]

@@ -1,8 +1,7 @@
-"""Devices and precision: which device, bf16 or fp32 (measured on a CPU), and autocast."""
+"""Devices and precision: which device, bf16 or fp32 (zyn's measured choice on a CPU), and autocast."""
 from __future__ import annotations
 
 import contextlib
-import time
 
 from .config import ExperimentError
 
@@ -28,35 +27,16 @@ def resolve_device(name: str | None) -> str:
 
 
 def choose_precision(setting: str, device: str) -> str:
-    """bf16 or fp32. On a GPU bf16 where supported; on a CPU whichever multiplies faster here.
-
-    CPUs differ (an AVX512-BF16 core runs bf16 several times faster than float32, an AVX2-only
-    one several times slower), so "auto" times a small product of each kind, once.
-    """
+    """bf16 or fp32: the setting itself, or ("auto") zyn's precision resolver's choice:
+    bf16 on a GPU that supports it, and on a CPU whichever multiplies faster here
+    (measured once per process; see zyn.backends.hf.precision)."""
     import torch
+
+    from zyn.backends.hf.precision import resolve_dtype
 
     if setting != "auto":
         return setting
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_bf16_speedup() >= 1.5 else "fp32"
-
-
-def _cpu_bf16_speedup() -> float:
-    import torch
-
-    a, b = torch.randn(256, 640), torch.randn(640, 2048)
-
-    def best(x, y):
-        x @ y  # warm-up (kernel selection)
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            x @ y
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    return best(a, b) / best(a.bfloat16(), b.bfloat16())
+    return "bf16" if resolve_dtype("fast", torch.device(device)) == torch.bfloat16 else "fp32"
 
 
 def autocast(device: str, precision: str):

@@ -175,13 +175,19 @@ def _reduced() -> tuple:
 
 
 def _torch_dtype(dtype: Any) -> Any:
+    """The dtype to load in: None is float32 (explicit: transformers' own default may
+    follow the checkpoint), "auto" is left to transformers, a name goes through zyn's
+    one precision resolver."""
     import torch
 
+    from ..backends.hf.precision import parse_dtype
+    from ..errors import ZynError
+
     if dtype is None:
-        return torch.float32  # explicit: transformers' own default may follow the checkpoint ("auto")
-    if isinstance(dtype, str) and dtype != "auto":
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
-            raise ModelError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
-        return value
-    return dtype
+        return torch.float32
+    if dtype == "auto":
+        return dtype
+    try:
+        return parse_dtype(dtype)
+    except ZynError as e:
+        raise ModelError(str(e)) from None

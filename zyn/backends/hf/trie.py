@@ -15,7 +15,8 @@ Each token attends to the cached prefix, its ancestors and itself; a query's ans
 is read at its last token. A root and its descendants form a *block*: a contiguous run
 that attends to nothing outside itself and the prefix, so attention can be computed
 block by block. Everything here is pure layout (token lists in, index lists out);
-`attention_mask` turns a layout into the additive mask a model reads.
+`attention_mask` turns a layout into the additive mask a model reads; the planner
+(`planner.py`) decides which queries share a row.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def pack(seqs: list[list[int]], min_shared: int = 1) -> Packed:
     path: list[int] = []  # token index of each depth along the previous query
     for q in order:
         seq = seqs[q]
-        shared = _shared(seq, prev, min_shared)
+        shared = shared_len(seq, prev, min_shared)
         if shared == 0 and tokens:
             blocks.append((blocks[-1][1] if blocks else 0, len(tokens)))
         del path[shared:]
@@ -107,64 +108,25 @@ def pack(seqs: list[list[int]], min_shared: int = 1) -> Packed:
     return Packed(tokens, parents, depths, ends, blocks)
 
 
-def plan(seqs: list[list[int]], budget: int, max_queries: int, min_shared: int = 1) -> list[list[list[int]]]:
-    """Cut queries into forward passes laid out as one packed row.
-
-    Returns passes, each a list of blocks, each a list of query indices. A pass holds
-    at most `budget` trie tokens (a single longer query is a pass of its own) and
-    `max_queries` queries; a block that would not fit is cut, and the tokens its parts
-    share are then computed once in each part.
-    """
-    passes: list[list[list[int]]] = []
-    tokens = queries = 0
-    for members, size in _blocks(seqs, budget, max_queries, min_shared):
-        if not passes or tokens + size > budget or queries + len(members) > max_queries:
-            passes.append([])
-            tokens = queries = 0
-        passes[-1].append(members)
-        tokens += size
-        queries += len(members)
-    return passes
-
-
-def plan_rows(seqs: list[list[int]], budget: int, max_rows: int, min_shared: int = 1) -> list[list[list[int]]]:
-    """Like `plan`, for a layout of one padded row per block: blocks sorted longest
-    first (out-of-memory errors show at once), a pass holding at most `max_rows` rows
-    and rows x its longest row <= `budget` tokens. With `min_shared` longer than any
-    query, every query is a row of its own: plain length-sorted padded batches."""
-    passes: list[list[list[int]]] = []
-    width = 0
-    for members, size in sorted(_blocks(seqs, budget, budget, min_shared), key=lambda b: -b[1]):
-        if passes and len(passes[-1]) < max_rows and (len(passes[-1]) + 1) * width <= budget:
-            passes[-1].append(members)
-        else:
-            passes.append([members])
-            width = size  # longest first: a pass's first row is its widest
-    return passes
-
-
-def _blocks(seqs: list[list[int]], budget: int, max_queries: int, min_shared: int) -> list[tuple[list[int], int]]:
-    """Sorted queries grouped into blocks (query indices, trie tokens): a block ends
-    where a query shares no token with the one before it, or where it would outgrow
-    `budget` tokens or `max_queries` queries."""
-    blocks: list[tuple[list[int], int]] = []
-    prev: list[int] = []
-    for q in sorted(range(len(seqs)), key=seqs.__getitem__):
-        seq = seqs[q]
-        shared = _shared(seq, prev, min_shared)
-        new = len(seq) - shared
-        if not blocks or shared == 0 or blocks[-1][1] + new > budget or len(blocks[-1][0]) >= max_queries:
-            blocks.append(([q], len(seq)))
-        else:
-            blocks[-1][0].append(q)
-            blocks[-1] = (blocks[-1][0], blocks[-1][1] + new)
-        prev = seq
-    return blocks
-
-
-def _shared(seq: list[int], prev: list[int], min_shared: int) -> int:
+def shared_len(seq: list[int], prev: list[int], min_shared: int) -> int:
+    """Tokens `seq` shares with `prev` in a trie: their common prefix, or 0 if shorter
+    than `min_shared`."""
     n = common_prefix_len(seq, prev)
     return n if n >= min_shared else 0
+
+
+def concat(tries: list[Packed]) -> Packed:
+    """Tries laid one after the other in one row: their tokens, blocks and `ends`
+    in the order given (indices shifted, each trie still attending only to itself)."""
+    out = Packed([], [], [], [], [])
+    for t in tries:
+        at = len(out.tokens)
+        out.tokens += t.tokens
+        out.parents += [p + at if p >= 0 else -1 for p in t.parents]
+        out.depths += t.depths
+        out.ends += [e + at for e in t.ends]
+        out.blocks += [(a + at, b + at) for a, b in t.blocks]
+    return out
 
 
 def attention_mask(allowed: torch.Tensor, past: int, dtype: torch.dtype) -> torch.Tensor:

@@ -1,21 +1,27 @@
 """Faster CPU kernels for a judge's layers: matrix products chosen by measuring, fused norms.
 
 On some CPUs oneDNN's linear kernel with a pre-packed weight runs float32 products
-about twice as fast as torch's default (measured here on an AMD EPYC with AVX-512:
-~220-470 vs ~110-200 GFLOP/s, the machines vary); on others it gains nothing. So zyn
-measures both on a 0.5B-model-sized product once per process and swaps the kernel
-unless oneDNN is measurably slower; it then also fuses a SiLU-gated MLP's activation and
-product into its products. The scores stay those of the default kernel up to float
-rounding (~1e-6 in P(yes) in float32).
+about twice as fast as torch's default; on others it gains nothing (figures by CPU
+kind in benchmarks/RESULTS.md). So zyn measures both on a 0.5B-model-sized product
+once per process and swaps the kernel unless oneDNN is measurably slower; it then also
+fuses a SiLU-gated MLP's activation and product into its products. The scores stay
+those of the default kernel up to float rounding.
 
 RMSNorms, six passes over the activations in transformers' modules, become one fused
-op with the rounding in the same place (a few % of a bf16 judge's time).
+op with the rounding in the same place.
+
+The swaps change the model in place, once (the backend does it at construction for a
+model it loaded itself, and checks the whole model's logits before and after, undoing
+the swaps with `undo` on a mismatch). A linear layer whose parent module reads its
+``.weight`` (T5's MLP casts to ``wo.weight.dtype``) is left alone: oneDNN's packed
+copy replaces that weight.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import inspect
 import mmap
 import time
 from typing import Callable
@@ -143,10 +149,14 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
         return False
 
 
-def use_onednn_linears(model: nn.Module) -> int:
-    """Swap every ``nn.Linear`` of `model` (except its output embedding) for a OneDNNLinear,
-    and every SiLU-gated MLP (gate_proj, up_proj, down_proj, act_fn) for a OneDNNGatedMLP
-    where it gives the MLP's own numbers on a random input.
+Swap = tuple[nn.Module, str, nn.Module]  # (parent, child name, the child swapped out)
+
+
+def use_onednn_linears(model: nn.Module, swaps: list[Swap] | None = None) -> int:
+    """Swap every ``nn.Linear`` of `model` (except its output embedding, and those whose
+    parent reads their weight) for a OneDNNLinear, and every SiLU-gated MLP (gate_proj,
+    up_proj, down_proj, act_fn) for a OneDNNGatedMLP where it gives the MLP's own
+    numbers on a random input. Each swap is appended to `swaps` (see `undo`).
 
     The output layer is left alone: it runs on one row per query, and it may share its
     weight with the input embedding. Returns how many linear layers were swapped.
@@ -154,34 +164,58 @@ def use_onednn_linears(model: nn.Module) -> int:
     skip = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     file_maps = _file_mappings()
 
-    def onednn(child: nn.Module) -> OneDNNLinear | None:
-        if not isinstance(child, nn.Linear) or child is skip:
+    def onednn(parent: nn.Module, name: str, child: nn.Module) -> OneDNNLinear | None:
+        if not isinstance(child, nn.Linear) or child is skip or _reads_weight(parent, name):
             return None
         packed = OneDNNLinear(child)
         release_file_pages(child.weight, file_maps)  # the packed copy replaces it
         return packed
 
-    swapped = _swap(model, onednn)
-    _swap(model, _fused_mlp)
+    swapped = _swap(model, onednn, swaps)
+    _swap(model, lambda parent, name, child: _fused_mlp(child), swaps)
     return swapped
 
 
-def use_fused_norms(model: nn.Module) -> int:
+def use_fused_norms(model: nn.Module, swaps: list[Swap] | None = None) -> int:
     """Swap every RMSNorm of `model` that a FusedRMSNorm reproduces on a random input
     (others, e.g. Gemma's ``1 + weight`` form, are left alone). Returns how many."""
-    return _swap(model, _fused_norm)
+    return _swap(model, lambda parent, name, child: _fused_norm(child), swaps)
 
 
-def _swap(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> int:
-    """Replace each submodule for which `make` returns a module; returns how many."""
+def undo(swaps: list[Swap]) -> None:
+    """Put back every module `swaps` recorded, latest first."""
+    for parent, name, old in reversed(swaps):
+        setattr(parent, name, old)
+    swaps.clear()
+
+
+def _swap(model: nn.Module, make: Callable[[nn.Module, str, nn.Module], nn.Module | None],
+          swaps: list[Swap] | None) -> int:
+    """Replace each submodule for which `make(parent, name, child)` returns a module;
+    returns how many."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            new = make(child)
+            new = make(parent, name, child)
             if new is not None:
                 setattr(parent, name, new)
+                if swaps is not None:
+                    swaps.append((parent, name, child))
                 swapped += 1
     return swapped
+
+
+@functools.cache
+def _forward_source(cls: type) -> str:
+    try:
+        return inspect.getsource(cls.forward)
+    except (OSError, TypeError):  # no source to read: assume nothing is read
+        return ""
+
+
+def _reads_weight(parent: nn.Module, name: str) -> bool:
+    """Whether `parent`'s forward reads ``self.<name>.weight`` itself."""
+    return f"self.{name}.weight" in _forward_source(type(parent))
 
 
 def _reproduces(module: nn.Module, fused: nn.Module, x: torch.Tensor, tol: float) -> bool:

@@ -1,8 +1,13 @@
-"""Device and precision choices: a GPU with bf16 where there is one, else the CPU in float32.
+"""The one place zyn decides where a model runs and in which precision.
 
-`dtype="fast"` picks the faster precision by measuring: CPUs differ (one with
-avx512_bf16 ran bf16 products 4x faster than float32, another without it 7x
-slower), so no fixed choice is right everywhere.
+    resolve_device   the named device (checked), else CUDA if present, else the CPU
+    resolve_dtype    a named precision, else bf16 on a GPU that supports it, else float32;
+                     "fast" measures bf16 against float32 products on this CPU
+    parse_dtype      a precision's name ("bf16", "bfloat16", ...) as a torch dtype
+
+CPUs differ (one with avx512_bf16 multiplies bf16 several times faster than float32,
+one without it several times slower; see benchmarks/RESULTS.md), so no fixed choice is
+right everywhere: "fast" times each precision with its fastest kernel, once per process.
 """
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .errors import ZynError
+from ...errors import ZynError
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
 
 def resolve_device(device: Any = None) -> torch.device:
@@ -28,16 +33,22 @@ def resolve_device(device: Any = None) -> torch.device:
 
 
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
-    """The precision: the given one, else bf16 on a GPU that supports it, else float32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto" or dtype == "fast":
+    """The precision: the given one, else bf16 on a GPU that supports it (float16 on
+    one that does not), else float32; "fast" on a CPU: whichever multiplies faster here."""
+    if dtype is None or dtype in ("auto", "fast"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return fastest_cpu_dtype() if dtype == "fast" else torch.float32
-    if dtype not in _DTYPES:
-        raise ZynError(f"dtype {dtype!r} is not one of auto, fast, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
+    return parse_dtype(dtype)
+
+
+def parse_dtype(dtype: Any) -> torch.dtype:
+    """A torch dtype from itself or its name: float32/fp32, bfloat16/bf16, float16/fp16/half."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise ZynError(f"unknown dtype {dtype!r}; use auto, fast, {', '.join(_DTYPES)}")
 
 
 @functools.cache
