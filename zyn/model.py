@@ -174,7 +174,7 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
 
         return OpenAIBackend.from_url(model, **options)
     if isinstance(model, str):
-        from .devices import resolve_device, resolve_dtype
+        from .backends.hf.precision import resolve_device, resolve_dtype
 
         dev = resolve_device(device)
         # With no device named and a GPU present, accelerate places (and if need be
@@ -187,7 +187,7 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     elif tokenizer is None:
         raise ZynError("a loaded model needs its tokenizer: ZeroShotRewardModel(model, tokenizer, ...)")
     elif device is not None or dtype is not None:
-        from .devices import resolve_device, resolve_dtype
+        from .backends.hf.precision import resolve_device, resolve_dtype
 
         dev = resolve_device(device)
         model = model.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
