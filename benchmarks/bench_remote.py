@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zyn import ZeroShotRewardModel  # noqa: E402
-from zyn.backends.openai import llama_cpp_server  # noqa: E402
+from tests.support.llama_server import llama_cpp_server  # noqa: E402
 
 
 def gguf_file(model: str) -> Path:

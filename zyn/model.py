@@ -170,9 +170,11 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     from .models import load_pretrained, resolve
 
     if isinstance(model, str) and resolve(model).kind == "remote":
-        from .backends.openai import OpenAIBackend
+        from .backends.remote import OpenAIBackend
 
-        return OpenAIBackend.from_url(model, **options)
+        if batch_size is not None:
+            options.setdefault("completion_batch", batch_size)
+        return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype
 

@@ -1,26 +1,35 @@
-"""The remote OpenAI-compatible backend against a fake server written here.
+"""The remote backend: wire parsing, transport, top-k logprobs and exact vLLM scoring.
 
-The fake "model" gives every prompt a full next-token distribution over a small
-vocabulary (derived from the prompt text), answers /v1/completions and
-/v1/chat/completions with its top k, and vLLM's /tokenize and /generative_scoring
-exactly; markers in the prompt drop answers from the top k or inject failures.
+Top-k logprobs run against a fake OpenAI-compatible server written here: its
+"model" gives every prompt a full next-token distribution over a small vocabulary
+(derived from the prompt text) and answers /v1/completions and /v1/chat/completions
+with its top k; markers in the prompt drop answers from the top k, send a logprob
+that is not a number, or inject failures. Exact scoring runs against the stand-in
+vLLM server of tests/support/vllm_standin.py, backed by the tiny random causal LM.
 """
 from __future__ import annotations
 
+import asyncio
+import copy
 import hashlib
 import math
 import socket
+import time
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
+from support.vllm_standin import make_vllm_standin  # noqa: E402
 
+from zyn import ZeroShotRewardModel  # noqa: E402
+from zyn.answers import resolve_answer_ids  # noqa: E402
 from zyn.api import Query  # noqa: E402
-from zyn.backends.openai import (OpenAIBackend, RemoteError, logodds_from_top, normalise_token,  # noqa: E402
-                                 plain_prompt)
+from zyn.backends.remote import OpenAIBackend, RemoteError, RemoteModelError  # noqa: E402
+from zyn.backends.remote.protocols import (checked_probability, logodds_from_top, names_unknown_model,  # noqa: E402
+                                           normalise_token, parse_generative, plain_prompt)
 from zyn.server import serve_in_thread  # noqa: E402
 
 VOCAB = ["Yes", " Yes", "yes", "No", " No", "no", "Maybe", " the", ".", "I", "\n", "A", "B", "C", "D", "E"]
@@ -59,7 +68,8 @@ def chat_text(messages: list[dict]) -> str:
     return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
-def make_fake_server(fail_first: int = 0, fail_status: int = 503, with_scoring: bool = True) -> FastAPI:
+def make_fake_server(fail_first: int = 0, fail_status: int = 503) -> FastAPI:
+    """An OpenAI-compatible server with no vLLM routes (/tokenize, /generative_scoring)."""
     app = FastAPI()
     app.state.calls = []
     app.state.failures_left = fail_first
@@ -84,9 +94,10 @@ def make_fake_server(fail_first: int = 0, fail_status: int = 503, with_scoring: 
         choices = []
         for i, p in enumerate(prompts):
             t = top(p, k)
+            top_map = {tok: ("oops" if "BADLP" in p and tok == t[-1][0] else lp) for tok, lp in t}
             choices.append({"index": i, "text": t[0][0], "finish_reason": "length",
                             "logprobs": {"tokens": [t[0][0]], "token_logprobs": [t[0][1]],
-                                         "top_logprobs": [dict(t)], "text_offset": [0]}})
+                                         "top_logprobs": [top_map], "text_offset": [0]}})
         return {"object": "text_completion", "model": body["model"], "choices": choices}
 
     @app.post("/v1/chat/completions")
@@ -99,22 +110,21 @@ def make_fake_server(fail_first: int = 0, fail_status: int = 503, with_scoring: 
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": t[0][0]},
                              "logprobs": {"content": content}, "finish_reason": "length"}]}
 
-    if with_scoring:
-        @app.post("/tokenize")
-        async def tokenize(body: dict):
-            text = body["prompt"]
-            return {"tokens": [IDS[text]] if text in IDS else [IDS["A"], IDS["B"]], "count": 1}
+    return app
 
-        @app.post("/generative_scoring")
-        async def scoring(body: dict):
-            labels = body["label_token_ids"]
-            data = []
-            for i, item in enumerate(body["items"]):
-                lp = fake_logprobs(body["query"] + item)
-                probs = [math.exp(lp[VOCAB[t]]) for t in labels]
-                score = probs[0] / sum(probs) if body.get("apply_softmax", True) else probs[0]
-                data.append({"index": i, "object": "score", "score": score})
-            return {"object": "list", "model": "fake-model", "data": data}
+
+def make_trickling_server(seconds: float) -> FastAPI:
+    """Answers /v1/completions one byte every 0.1 s for `seconds`: no read ever waits long."""
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    async def completions():
+        async def body():
+            for _ in range(round(seconds / 0.1)):
+                yield b" "
+                await asyncio.sleep(0.1)
+            yield b"{}"
+        return StreamingResponse(body(), media_type="application/json")
 
     return app
 
@@ -148,6 +158,41 @@ def test_missing_answers_are_bounded_or_nan_never_zero():
     assert flag == "missing" and math.isnan(lo)
 
 
+@pytest.mark.parametrize("bad", ["-0.5", None, math.nan, math.inf, 0.5, True, {"logprob": -1.0}])
+def test_a_logprob_that_is_not_one_makes_the_value_nan_flagged_invalid(bad):
+    # one bad entry anywhere in the list (here the yes answer itself) poisons the position
+    assert repr(logodds_from_top([("Yes", bad), ("No", -1.0)], ["Yes"], ["No"])) == "(nan, 'invalid')"
+    lo, flag = logodds_from_top([("Yes", -1.0), ("No", -2.0), ("Maybe", bad)], ["Yes"], ["No"])
+    assert math.isnan(lo) and flag == "invalid"
+
+
+def test_logprob_minus_infinity_is_a_probability_of_zero():
+    assert logodds_from_top([("Yes", -math.inf), ("No", -1.0)], ["Yes"], ["No"]) == (-math.inf, "ok")
+
+
+def test_generative_scores_out_of_range_become_nan():
+    raw = [0.3, math.nan, 1.5, -0.1, None, "0.5", math.inf, 1, 0]
+    body = {"data": [{"index": i, "score": x} for i, x in reversed(list(enumerate(raw)))]}
+    got = parse_generative(body, len(raw))
+    assert got[0] == 0.3 and got[7:] == [1.0, 0.0]   # in item order, whatever the answer's order
+    assert all(math.isnan(x) for x in got[1:7])
+    assert math.isnan(checked_probability(False))    # JSON true/false are not numbers
+    with pytest.raises(RemoteError, match="2 scores for 3 items"):
+        parse_generative({"data": [{"index": 0, "score": 0.1}, {"index": 1, "score": 0.2}]}, 3)
+    with pytest.raises(RemoteError, match="repeated index"):
+        parse_generative({"data": [{"index": 0, "score": 0.1}, {"index": 0, "score": 0.2}]}, 2)
+
+
+def test_unknown_model_answers_are_told_from_missing_routes():
+    # vLLM today, vLLM before its errors were nested, and FastAPI's answer for a route it lacks
+    assert names_unknown_model({"error": {"message": "The model `x` does not exist.", "type": "NotFoundError",
+                                          "param": "model", "code": 404}})
+    assert names_unknown_model({"object": "error", "message": "The model `x` does not exist.",
+                                "type": "NotFoundError", "param": None, "code": 404})
+    assert not names_unknown_model({"detail": "Not Found"})
+    assert not names_unknown_model(None)
+
+
 # ----------------------------------------------------------------------------- through HTTP
 
 def test_completions_exact_when_answers_in_top_k(fake):
@@ -155,7 +200,7 @@ def test_completions_exact_when_answers_in_top_k(fake):
     be = OpenAIBackend(url + "/v1", top_k=len(VOCAB))
     groups = [[q("great film"), q("awful film")], [q("so-so")]]
     out = be.logodds(groups, ["Yes"], ["No"])
-    for group, values in zip(groups, out):
+    for group, values in zip(groups, out.values):
         for query, value in zip(group, values):
             assert value == pytest.approx(exact_logodds(plain_prompt(query)), abs=1e-9)
     assert be.last_flags == [["ok", "ok"], ["ok"]]
@@ -166,7 +211,7 @@ def test_top_k_missing_one_side_bounds_both_sides_nan(fake, caplog):
     app, url = fake
     be = OpenAIBackend(url + "/v1", top_k=8)
     texts = ["NOYES here", "NONO here", "NOBOTH here"]
-    [values] = be.logodds([[q(t) for t in texts]], ["Yes"], ["No"])
+    [values] = be.logodds([[q(t) for t in texts]], ["Yes"], ["No"]).values
     assert be.last_flags == [["yes_bound", "no_bound", "missing"]]
     true = [exact_logodds(plain_prompt(q(t))) for t in texts]
     assert true[0] <= values[0]          # yes missing: the value is an upper bound
@@ -180,7 +225,7 @@ def test_chat_endpoint_used_when_the_query_wants_the_template(fake):
     app, url = fake
     be = OpenAIBackend(url + "/v1", model="fake-model", top_k=len(VOCAB))
     query = q("nice", chat="always", system="Be strict.")
-    [[value]] = be.logodds([[query]], ["Yes"], ["No"])
+    [[value]] = be.logodds([[query]], ["Yes"], ["No"]).values
     messages = [{"role": "system", "content": "Be strict."}, {"role": "user", "content": query.user}]
     assert value == pytest.approx(exact_logodds(chat_text(messages)), abs=1e-9)
     assert app.state.calls[-1] == "/v1/chat/completions"
@@ -193,7 +238,7 @@ def test_retries_5xx_then_succeeds():
     app = make_fake_server(fail_first=3, fail_status=503)
     with serve_in_thread(app) as url:
         be = OpenAIBackend(url + "/v1", model="fake-model", top_k=len(VOCAB), retries=4, backoff=0.01)
-        [[value]] = be.logodds([[q("retry me")]], ["Yes"], ["No"])
+        [[value]] = be.logodds([[q("retry me")]], ["Yes"], ["No"]).values
     assert value == pytest.approx(exact_logodds(plain_prompt(q("retry me"))))
     assert be.retry_count == 3
     assert app.state.calls.count("/v1/completions") == 4
@@ -223,26 +268,35 @@ def test_connection_refused_is_retried_then_reported():
     assert be.retry_count == 2
 
 
-def test_vllm_generative_scoring_is_exact_even_outside_top_k(fake):
-    app, url = fake
-    be = OpenAIBackend.from_url(f"vllm+{url}/v1?model=fake-model", top_k=2)
-    texts = ["NOYES but exact", "plain text"]
-    [values] = be.logodds([[q(t) for t in texts]], ["Yes"], ["No"])
-    for t, v in zip(texts, values):
-        assert v == pytest.approx(exact_logodds(plain_prompt(q(t))), abs=1e-9)
-    assert be.last_flags == [["ok", "ok"]]
-    assert "/generative_scoring" in app.state.calls and "/tokenize" in app.state.calls
-    assert be.label_ids(["Yes"], ["No"]) == ([IDS["Yes"], IDS[" Yes"], IDS["yes"]],
-                                             [IDS["No"], IDS[" No"], IDS["no"]])
-
-
-def test_vllm_mode_falls_back_to_logprobs_without_the_route():
-    app = make_fake_server(with_scoring=False)
+def test_vllm_mode_falls_back_to_logprobs_without_the_route(caplog):
+    app = make_fake_server()  # no /tokenize, no /generative_scoring: FastAPI's plain 404
     with serve_in_thread(app) as url:
         be = OpenAIBackend.from_url(f"vllm+{url}/v1", top_k=len(VOCAB))
-        [[value]] = be.logodds([[q("fallback")]], ["Yes"], ["No"])
+        [[value]] = be.logodds([[q("fallback")]], ["Yes"], ["No"]).values
     assert value == pytest.approx(exact_logodds(plain_prompt(q("fallback"))))
     assert be.mode == "logprobs"
+    assert any("no such route" in r.getMessage() for r in caplog.records)
+
+
+def test_a_logprob_that_is_not_a_number_is_flagged_not_raised(fake):
+    app, url = fake
+    be = OpenAIBackend(url + "/v1", top_k=len(VOCAB))
+    out = be.logodds([[q("BADLP here"), q("fine here")]], ["Yes"], ["No"])
+    assert math.isnan(out.values[0][0]) and out.flags == [["invalid", "ok"]]
+    assert out.values[0][1] == pytest.approx(exact_logodds(plain_prompt(q("fine here"))))
+
+
+def test_timeout_is_a_total_deadline_not_a_read_timeout():
+    # each byte comes within 0.1 s, so a per-read timeout of 0.5 s would wait the full 3 s
+    with serve_in_thread(make_trickling_server(3.0)) as url:
+        be = OpenAIBackend(url + "/v1", model="m", timeout=0.5, retries=1, backoff=0.01)
+        t = time.monotonic()
+        with pytest.raises(RemoteError, match="0.5 s deadline"):
+            be.logodds([[q("x")]], ["Yes"], ["No"])
+        elapsed = time.monotonic() - t
+        be.close()
+    assert elapsed < 2.0, elapsed  # two attempts of 0.5 s and a short backoff
+    assert be.retry_count == 1
 
 
 def test_from_url_parsing():
@@ -254,11 +308,11 @@ def test_from_url_parsing():
         OpenAIBackend.from_url("http://h:1/v1")
     with pytest.raises(ValueError):
         OpenAIBackend("http://h/v1", mode="bogus")
+    with pytest.raises(ValueError):
+        OpenAIBackend("http://h/v1", timeout=0)
 
 
 def test_reward_model_by_url_matches_the_fake_model(fake):
-    from zyn import ZeroShotRewardModel
-
     app, url = fake
     rm = ZeroShotRewardModel(f"openai+{url}/v1", prompt="Is this text positive?", top_k=len(VOCAB))
     assert isinstance(rm.backend, OpenAIBackend)
@@ -268,6 +322,90 @@ def test_reward_model_by_url_matches_the_fake_model(fake):
     expected = [1 / (1 + math.exp(-exact_logodds(chat_text(
         [{"role": "user", "content": qq.user}])))) for qq in queries]
     assert p == pytest.approx(expected, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- exact: a stand-in vLLM
+
+REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "The plot made no sense.",
+           "I laughed, I cried, I bought it on DVD."]
+CUE = "Is this movie review positive?<|end|>\n<|assistant|>\n"  # the sentiment question, then the chat cue
+
+
+@pytest.fixture
+def vllm(tiny_causal):
+    """(app, base URL) of a stand-in vLLM serving the tiny causal judge (chat template) as "tiny-judge"."""
+    model, tok = tiny_causal
+    app = make_vllm_standin(model, tok)
+    with serve_in_thread(app) as url:
+        yield app, url
+
+
+@pytest.mark.parametrize("local_tokenizer", [False, True], ids=["server-tokenize", "local-tokenizer"])
+def test_chat_prompt_set_scores_exactly_through_vllm(vllm, tiny_causal, local_tokenizer):
+    app, url = vllm
+    model, tok = tiny_causal
+    local = ZeroShotRewardModel(model, tok, prompt="sentiment").score_detailed(REVIEWS)
+    rm = ZeroShotRewardModel(f"vllm+{url}/v1", tokenizer=tok if local_tokenizer else None, prompt="sentiment")
+    assert rm.prompt_set.chat_template == "auto"
+    remote = rm.score_detailed(REVIEWS)
+    assert remote.logodds["positive"] == pytest.approx(local.logodds["positive"], abs=1e-4)
+    assert rm.backend.mode == "vllm" and rm.backend.last_flags == [["ok"]] * len(REVIEWS)
+    # the prompts the server scored are the chat-formatted ones, the answer ids the local ones
+    assert all(tok.decode(p).endswith(CUE) for p in app.state.prompts)
+    ids = resolve_answer_ids(tok, ["Yes"], ["No"])
+    assert rm.backend.label_ids(["Yes"], ["No"]) == (list(ids.yes), list(ids.no))
+
+
+def test_chat_auto_goes_as_plain_text_when_the_served_model_has_no_template(tiny_causal):
+    model, tok = tiny_causal
+    plain_tok = copy.deepcopy(tok)
+    plain_tok.chat_template = None
+    with serve_in_thread(make_vllm_standin(model, plain_tok)) as url:
+        rm = ZeroShotRewardModel(f"vllm+{url}/v1", prompt="sentiment")
+        remote = rm.score_detailed(REVIEWS[:2])
+    local = ZeroShotRewardModel(model, plain_tok, prompt="sentiment").score_detailed(REVIEWS[:2])
+    assert remote.logodds["positive"] == pytest.approx(local.logodds["positive"], abs=1e-4)
+    assert rm.backend.last_flags == [["ok"], ["ok"]]
+
+
+@pytest.mark.parametrize("bad", [math.nan, 1.5, -0.25])
+def test_a_score_that_is_not_a_probability_stays_nan(tiny_causal, bad):
+    model, tok = tiny_causal
+    with serve_in_thread(make_vllm_standin(model, tok, corrupt=lambda p: bad)) as url:
+        rm = ZeroShotRewardModel(f"vllm+{url}/v1", prompt="sentiment")
+        scores = rm.score_detailed(REVIEWS[:2])
+    assert all(math.isnan(p) for p in scores.p_yes + scores.rewards + scores.logodds["positive"])
+    assert rm.backend.last_flags == [["invalid"], ["invalid"]] and rm.backend.counts["invalid"] == 2
+
+
+LONG = "The film opens on a quiet street and keeps going. " * 40
+
+
+@pytest.mark.parametrize("local_tokenizer", [False, True], ids=["server-tokenize", "local-tokenizer"])
+def test_over_long_input_is_cut_inside_the_text(tiny_causal, local_tokenizer):
+    model, tok = tiny_causal
+    app = make_vllm_standin(model, tok, max_model_len=64)
+    with serve_in_thread(app) as url:
+        be = OpenAIBackend.from_url(f"vllm+{url}/v1", tokenizer=tok if local_tokenizer else None)
+        rm = ZeroShotRewardModel(be, prompt="sentiment")
+        queries = [rm.prompt_set.render(t)[0] for t in (LONG, "Short and sweet.")]
+        out = be.logodds([[q] for q in queries], ["Yes"], ["No"])
+    assert (out.truncated, out.context) == (1, 63)  # vLLM keeps one position for the answer
+    cut = tok.decode(app.state.prompts[0])
+    assert len(app.state.prompts[0]) <= 63 and " … " in cut and cut.endswith(CUE)
+    assert cut.startswith("<|user|>\nReview: The film opens")  # the head of the text is kept too
+    # and it scores as the local backend scores the cut text (which fits)
+    text = cut.removeprefix("<|user|>\nReview: ").removesuffix("\n\n" + CUE)
+    local = ZeroShotRewardModel(model, tok, prompt="sentiment").score_detailed([text])
+    assert out.values[0][0] == pytest.approx(local.logodds["positive"][0], abs=1e-4)
+
+
+def test_wrong_model_name_is_a_clear_error_not_a_missing_route(vllm):
+    app, url = vllm
+    be = OpenAIBackend.from_url(f"vllm+{url}/v1?model=no-such-judge")
+    with pytest.raises(RemoteModelError, match=r"'no-such-judge' is not served .* it serves: tiny-judge"):
+        be.logodds([[q("x", chat="auto")]], ["Yes"], ["No"])
+    assert be.mode == "vllm"  # never downgraded to top-k logprobs
 
 
 # ----------------------------------------------------------------------------- a real peer
@@ -285,8 +423,9 @@ def test_llama_cpp_server_matches_local_scoring_of_the_same_gguf(preset, chat, m
     activations), transformers with de-quantised float32 ones; the tokens are the
     same, so the difference is numeric and bounded."""
     pytest.importorskip("llama_cpp", reason="needs llama-cpp-python[server]")
-    from zyn import ZeroShotRewardModel, models
-    from zyn.backends.openai import llama_cpp_server
+    from support.llama_server import llama_cpp_server
+
+    from zyn import models
 
     try:
         gguf = models.assemble(preset, tmp_path / f"{preset}.gguf")

@@ -1,0 +1,385 @@
+"""Score through a remote OpenAI-compatible server (vLLM, SGLang, llama.cpp server, ...).
+
+Two modes (the wire protocols are in `protocols`):
+
+* ``"vllm"``: exact. Every query, chat or not, is turned into token ids (chat
+  template from a local ``tokenizer`` if given, else the server's /tokenize with
+  ``messages``), cut to the server's ``max_model_len`` inside its text, and sent
+  to vLLM's /generative_scoring, a prefill-only pass that gives P(yes set) over
+  P(yes set + no set) exactly, whatever the answers' rank. If the server has no such
+  route (a 404 that is not about the model name, or 405), the backend falls back
+  to ``"logprobs"`` for good, with a warning.
+* ``"logprobs"``: the first position's top-k logprobs from /v1/completions (plain
+  text; also every query when a local tokenizer applies the chat template) or
+  /v1/chat/completions (the server applies the template). Answers outside the
+  top k are bounded or NaN, never zero (see `protocols`).
+
+Every value comes with a flag (``protocols.FLAGS``): `RemoteLogOdds.flags` per call,
+``backend.counts`` a running tally; a call with any flag but ``"ok"`` logs one
+warning. A model name the server does not serve raises `RemoteModelError` naming
+the served models.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import httpx
+
+from ...api import LogOdds, Query
+from . import protocols as wire
+from .encoding import Encoded, LocalTokens, ServerTokens
+from .errors import RemoteError, RemoteModelError, RemoteStatusError
+from .http import HttpClient
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "logprobs", "vllm")
+# summed label probabilities may exceed 1 by rounding; more than this is not a probability
+_SUM_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class RemoteLogOdds(LogOdds):
+    """`LogOdds` with a flag per value (same nesting), one of `protocols.FLAGS`."""
+
+    flags: list[list[str]] = field(default_factory=list)
+
+
+class _NoRoute(RemoteError):
+    """The server has no such route: not vLLM, or generation is not served."""
+
+
+class OpenAIBackend:
+    """A zyn Backend scoring through an OpenAI-compatible or vLLM HTTP server.
+
+    Args:
+        base_url: the server's OpenAI base, e.g. ``http://127.0.0.1:8000/v1``.
+        model: model name sent with each request; default: the first of ``GET /models``.
+        mode: ``"vllm"`` (exact generative scoring), ``"logprobs"`` (top-k),
+            ``"auto"`` (= logprobs).
+        top_k: how many top logprobs to request (OpenAI allows 20 on chat, vLLM's
+            default --max-logprobs is 20).
+        chat_auto: whether ``chat: auto`` queries use the server's chat template when
+            no local tokenizer says whether the model has one (default True).
+        tokenizer: a local tokenizer of the served model: applies the chat template
+            here (then /v1/completions gets every query as plain text) and gives
+            token ids for generative scoring.
+        api_key: bearer token; default ``$ZYN_REMOTE_API_KEY`` or ``$OPENAI_API_KEY``.
+        concurrency: requests in flight at once.
+        timeout: seconds one HTTP request may take in all (a deadline, not a read timeout).
+        retries, backoff, max_backoff: see `zyn.backends.remote.http`.
+        completion_batch: prompts per /v1/completions or /generative_scoring request.
+        scoring_path: path of the generative-scoring route, relative to the server root.
+        extra_body: extra JSON fields merged into each completion/chat request
+            (e.g. ``{"chat_template_kwargs": {"enable_thinking": False}}``).
+        transport: an httpx async transport (tests use ``httpx.MockTransport``).
+    """
+
+    def __init__(self, base_url: str, model: str | None = None, *, mode: str = "auto",
+                 top_k: int = 20, chat_auto: bool = True, tokenizer=None,
+                 api_key: str | None = None, concurrency: int = 8, timeout: float = 60.0,
+                 retries: int = 4, backoff: float = 0.5, max_backoff: float = 20.0,
+                 completion_batch: int = 1, scoring_path: str = "/generative_scoring",
+                 extra_body: dict | None = None, transport: httpx.AsyncBaseTransport | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if top_k < 1 or concurrency < 1 or completion_batch < 1:
+            raise ValueError("top_k, concurrency and completion_batch must be >= 1")
+        self.base_url = base_url.rstrip("/")
+        self.root_url = wire.root_of(self.base_url)
+        self.mode = "logprobs" if mode == "auto" else mode
+        self.top_k, self.chat_auto, self.tokenizer = int(top_k), chat_auto, tokenizer
+        self.completion_batch = int(completion_batch)
+        self.scoring_path = "/" + scoring_path.lstrip("/")
+        self.extra_body = dict(extra_body or {})
+        key = api_key or os.environ.get("ZYN_REMOTE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.http = HttpClient(headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout,
+                               retries=retries, backoff=backoff, max_backoff=max_backoff,
+                               concurrency=concurrency, transport=transport)
+        self._model = model
+        self._served: list[wire.ServedModel] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="zyn-remote")
+        self._lock = threading.Lock()
+        self._label_ids: dict[tuple, tuple[list[int], list[int]]] = {}
+        self._server_tokens: ServerTokens | None = None
+        self.counts: Counter = Counter()
+        self.last_flags: list[list[str]] = []
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_url(cls, url: str, **kw) -> "OpenAIBackend":
+        """Build from a model string ``openai+http://host:port/v1`` or ``vllm+http://...``.
+
+        Query parameters set constructor options (``?model=NAME&top_k=10``); keyword
+        arguments win over them.
+        """
+        scheme, sep, rest = url.partition("+")
+        if not sep or scheme not in ("openai", "vllm") or not rest.startswith(("http://", "https://")):
+            raise ValueError(f"remote model {url!r}: expected openai+http(s)://HOST:PORT/v1 "
+                             "or vllm+http(s)://HOST:PORT/v1")
+        parts = urlsplit(rest)
+        opts: dict[str, Any] = dict(parse_qsl(parts.query))
+        for key in ("top_k", "concurrency", "retries", "completion_batch"):
+            if key in opts:
+                opts[key] = int(opts[key])
+        for key in ("timeout", "backoff", "max_backoff"):
+            if key in opts:
+                opts[key] = float(opts[key])
+        if "chat_auto" in opts:
+            opts["chat_auto"] = opts["chat_auto"].lower() in ("1", "true", "yes")
+        opts.setdefault("mode", "vllm" if scheme == "vllm" else "logprobs")
+        if scheme == "vllm":
+            opts.setdefault("completion_batch", 32)
+        opts.update(kw)
+        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), **opts)
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}:{self.base_url}#{self._model or '?'}"
+
+    @property
+    def retry_count(self) -> int:
+        """How many HTTP attempts were retried, over the backend's life."""
+        return self.http.retry_count
+
+    @property
+    def model(self) -> str:
+        """The served model's name (the first of ``GET /models`` if not given)."""
+        if self._model is None:
+            served = self.served_models()
+            if not served:
+                raise RemoteError(f"{self.base_url}/models lists no model; pass model=")
+            self._model = served[0].id
+        return self._model
+
+    def served_models(self) -> list[wire.ServedModel]:
+        """What ``GET /models`` lists (asked once)."""
+        if self._served is None:
+            self._served = wire.parse_models(self.http.request("GET", f"{self.base_url}/models"))
+        return self._served
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- Backend protocol
+    def logodds(self, groups: list[list[Query]], yes: Sequence[str], no: Sequence[str]) -> RemoteLogOdds:
+        """log(P(yes words) / P(no words)) per query, flagged; NaN where it cannot be read."""
+        flat = [q for g in groups for q in g]
+        if not flat:
+            return RemoteLogOdds([[] for _ in groups])
+        _ = self.model  # resolve the model name once, before the worker threads
+        scored = None
+        if self.mode == "vllm":
+            try:
+                scored = self._score_exact(flat, yes, no)
+            except _NoRoute as e:
+                log.warning("%s; using top-k logprobs from now on", e)
+                self.mode = "logprobs"
+        if scored is None:
+            scored = self._score_top_k(flat, yes, no)
+        return self._regroup(groups, *scored)
+
+    def _regroup(self, groups, values, flags, truncated=0, context=None) -> RemoteLogOdds:
+        out, out_flags, k = [], [], 0
+        for g in groups:
+            out.append(values[k:k + len(g)])
+            out_flags.append(flags[k:k + len(g)])
+            k += len(g)
+        tally = Counter(flags)
+        with self._lock:
+            self.last_flags = out_flags
+            self.counts.update(tally)
+        bad = {f: tally[f] for f in wire.FLAGS[1:] if tally[f]}
+        if bad:
+            log.warning("remote scoring: %d of %d queries not read exactly (%s); bounds used for answers "
+                        "outside the top %d, NaN where both were missing or the server sent an invalid number",
+                        sum(bad.values()), len(flags), ", ".join(f"{k}={v}" for k, v in bad.items()), self.top_k)
+        return RemoteLogOdds(out, truncated, context, out_flags)
+
+    # ----------------------------------------------------------------- requests
+    def _call(self, method: str, url: str, body: dict | None = None, *, route_may_lack: bool = False) -> Any:
+        """One request; a 404 naming the model becomes RemoteModelError, and with
+        `route_may_lack` a missing route becomes _NoRoute."""
+        try:
+            return self.http.request(method, url, body)
+        except RemoteStatusError as e:
+            if e.status == 404 and wire.names_unknown_model(e.body):
+                raise self._unknown_model(e) from None
+            if route_may_lack and e.status in (404, 405):
+                raise _NoRoute(f"{url} answered HTTP {e.status} (no such route)") from None
+            raise
+
+    def _unknown_model(self, e: RemoteStatusError) -> RemoteModelError:
+        try:
+            served = ", ".join(m.id for m in self.served_models()) or "none listed"
+        except RemoteError as why:
+            served = f"unknown ({self.base_url}/models failed: {why})"
+        return RemoteModelError(f"model {self.model!r} is not served by {self.root_url} ({e.url} answered 404: "
+                                f"{str(e.body)[:200]}); it serves: {served}. Pass one of them as model= "
+                                f"(or ?model=NAME in the URL)")
+
+    # ----------------------------------------------------------------- exact: vLLM generative scoring
+    def _score_exact(self, flat: list[Query], yes, no) -> tuple[list[float], list[str], int, int | None]:
+        yes_ids, no_ids = self.label_ids(yes, no)
+        encoded = self._encode(flat)
+        unique: dict[tuple[int, ...], int] = {}  # identical token lists are scored once
+        slots = [unique.setdefault(tuple(e.ids), len(unique)) for e in encoded]
+        side, yes_side = (yes_ids, True) if len(yes_ids) <= len(no_ids) else (no_ids, False)
+        p_side = self._generative([list(ids) for ids in unique], side, yes_ids + no_ids)
+        scored = [_logodds_of_share(p, yes_side) for p in p_side]
+        limits = {e.limit for e in encoded if e.limit is not None}
+        return ([scored[s][0] for s in slots], [scored[s][1] for s in slots],
+                sum(e.cut for e in encoded), min(limits) if limits else None)
+
+    def _encode(self, flat: list[Query]) -> list[Encoded]:
+        if self.tokenizer is not None:
+            limit = self._served_limit()
+            local = LocalTokens(self.tokenizer)
+            return [local.encode(q, limit) for q in flat]
+        tokens = self._tokens_from_server()  # each answer says max_model_len
+        return list(self._pool.map(lambda q: tokens.encode(q, None), flat))
+
+    def _served_limit(self) -> int | None:
+        """max_model_len - 1 of the model from /v1/models, if it says (vLLM does)."""
+        for m in self.served_models():
+            if m.id == self.model and m.max_model_len is not None:
+                return m.max_model_len - 1
+        return None
+
+    def _tokens_from_server(self) -> ServerTokens:
+        if self._server_tokens is None:
+            def tokenize(body: dict) -> wire.Tokenized:
+                return wire.parse_tokenize(self._call("POST", f"{self.root_url}/tokenize", body,
+                                                      route_may_lack=True))
+            self._server_tokens = ServerTokens(tokenize, self.model, self.chat_auto)
+        return self._server_tokens
+
+    def _generative(self, seqs: list[list[int]], side: list[int], labels: list[int]) -> list[float]:
+        """P(side set) / P(all labels) per sequence; NaN where the server's numbers are invalid.
+
+        The server's score is P(first label) over the labels, so one pass per id of
+        the side, each with that id first, summed, gives the side's share exactly.
+        """
+        chunks = [seqs[s:s + self.completion_batch] for s in range(0, len(seqs), self.completion_batch)]
+        jobs = [[self._pool.submit(self._generative_pass, chunk, [t] + [u for u in labels if u != t])
+                 for t in side] for chunk in chunks]
+        out: list[float] = []
+        for passes in jobs:
+            per_pass = [job.result() for job in passes]
+            out += [_checked_sum(scores) for scores in zip(*per_pass)]
+        return out
+
+    def _generative_pass(self, items: list[list[int]], labels: list[int]) -> list[float]:
+        body = wire.generative_body(self.model, items, labels)
+        answer = self._call("POST", f"{self.root_url}{self.scoring_path}", body, route_may_lack=True)
+        return wire.parse_generative(answer, len(items))
+
+    def label_ids(self, yes: Sequence[str], no: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Single-token ids of the answer words: from the local tokenizer if given,
+        else from the server's /tokenize (cached)."""
+        key = (tuple(yes), tuple(no))
+        if key not in self._label_ids:
+            if self.tokenizer is not None:
+                from ...answers import resolve_answer_ids
+
+                ids = resolve_answer_ids(self.tokenizer, yes, no)
+                self._label_ids[key] = (list(ids.yes), list(ids.no))
+            else:
+                y, n = self._remote_word_ids(yes), self._remote_word_ids(no)
+                y, n = y - n, n - y
+                if not y or not n:
+                    raise RemoteError(f"no single-token ids for answers {list(yes)} / {list(no)} via /tokenize; "
+                                      "pass tokenizer= or choose single-token answer words")
+                self._label_ids[key] = (sorted(y), sorted(n))
+        return self._label_ids[key]
+
+    def _remote_word_ids(self, words: Sequence[str]) -> set[int]:
+        ids: set[int] = set()
+        for word in words:
+            w = word.strip()
+            for variant in dict.fromkeys([w, w.lower(), w.capitalize(), w.upper()]):
+                for text in (variant, " " + variant):
+                    body = wire.tokenize_prompt_body(self.model, text, add_special_tokens=False)
+                    tokens = wire.parse_tokenize(self._call("POST", f"{self.root_url}/tokenize", body,
+                                                            route_may_lack=True)).tokens
+                    if len(tokens) == 1:
+                        ids.add(tokens[0])
+        return ids
+
+    # ----------------------------------------------------------------- top-k logprobs
+    def _score_top_k(self, flat: list[Query], yes, no) -> tuple[list[float], list[str]]:
+        plain, chat = self._split(flat)
+        jobs = [self._pool.submit(self._score_plain, plain[i:i + self.completion_batch], flat, yes, no)
+                for i in range(0, len(plain), self.completion_batch)]
+        jobs += [self._pool.submit(self._score_chat, i, flat[i], yes, no) for i in chat]
+        values, flags = [math.nan] * len(flat), ["missing"] * len(flat)
+        for job in jobs:
+            for i, value, flag in job.result():
+                values[i], flags[i] = value, flag
+        return values, flags
+
+    def _split(self, flat: list[Query]) -> tuple[list[int], list[int]]:
+        """Indices of the queries sent as plain text, and those sent as chat."""
+        plain, chat = [], []
+        for i, q in enumerate(flat):
+            wants_chat = q.chat == "always" or (q.chat == "auto" and self.chat_auto)
+            (chat if wants_chat and self.tokenizer is None else plain).append(i)
+        return plain, chat
+
+    def _text(self, query: Query) -> str:
+        if self.tokenizer is None:
+            return wire.plain_prompt(query)
+        local = LocalTokens(self.tokenizer)
+        text = local.text(query)
+        # The server tokenises with its special tokens (BOS); a template that writes
+        # BOS itself would otherwise give two.
+        bos = getattr(self.tokenizer, "bos_token", None)
+        chat = local.uses_chat(query.chat)
+        return text[len(bos):] if chat and bos and text.startswith(bos) else text
+
+    def _score_plain(self, idx: list[int], flat, yes, no) -> list[tuple[int, float, str]]:
+        body = wire.completion_body(self.model, [self._text(flat[i]) for i in idx], self.top_k, self.extra_body)
+        answer = self._call("POST", f"{self.base_url}/completions", body)
+        return [(i, *wire.logodds_from_top(wire.parse_completion_top(answer, k), yes, no)) for k, i in enumerate(idx)]
+
+    def _score_chat(self, i: int, query: Query, yes, no) -> list[tuple[int, float, str]]:
+        body = wire.chat_body(self.model, wire.chat_messages(query), self.top_k, self.extra_body)
+        answer = self._call("POST", f"{self.base_url}/chat/completions", body)
+        return [(i, *wire.logodds_from_top(wire.parse_chat_top(answer), yes, no))]
+
+
+def _checked_sum(scores: Sequence[float]) -> float:
+    """The sum of one sequence's pass scores as a probability; NaN if any is NaN or the
+    sum exceeds 1 by more than rounding."""
+    total = math.fsum(scores)  # NaN stays NaN
+    if total > 1.0 + _SUM_SLACK:
+        return math.nan
+    return min(total, 1.0)
+
+
+def _logodds_of_share(p: float, yes_side: bool) -> tuple[float, str]:
+    """(log-odds yes vs no, flag) from the share p of one side; +-inf at 0 and 1."""
+    if math.isnan(p):
+        return math.nan, "invalid"
+    if p <= 0.0:
+        lo = -math.inf
+    elif p >= 1.0:
+        lo = math.inf
+    else:
+        lo = math.log(p) - math.log1p(-p)
+    return (lo if yes_side else -lo), "ok"
