@@ -75,3 +75,93 @@ def test_prompts_validate_and_show(tmp_path, capsys, model_dir):
     assert main(["prompts", "show", "sentiment", "--model", model_dir]) == 0
     out = capsys.readouterr().out
     assert "Is this movie review positive?" in out and "<|assistant|>" in out and "yes:" in out
+
+
+# ----------------------------------------------------------------------------- nothing half-written
+
+def _reviews(n: int, bad_at: dict[int, str] | None = None) -> str:
+    """n JSONL lines; line numbers in `bad_at` get the given raw line instead."""
+    bad_at = bad_at or {}
+    return "".join(bad_at.get(i, json.dumps({"id": i, "text": f"review number {i}"})) + "\n" for i in range(1, n + 1))
+
+
+def _fail_on(monkeypatch, marker: str, error=RuntimeError):
+    """Make scoring raise `error` for any chunk holding a text with `marker`."""
+    from zyn import ZeroShotRewardModel
+
+    real = ZeroShotRewardModel.score_detailed
+
+    def score_detailed(self, inputs):
+        if any(marker in str(x) for x in inputs):
+            raise error(f"cannot score {marker}")
+        return real(self, inputs)
+
+    monkeypatch.setattr(ZeroShotRewardModel, "score_detailed", score_detailed)
+
+
+def _no_partial_files(folder) -> bool:
+    return not [p for p in folder.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_record_failing_at_render_time_is_named_by_line_and_nothing_is_written(model_dir, tmp_path, capsys):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(_reviews(500, {451: '{"completion": 5}'}))
+    out.write_text("previous output\n")
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "line 451:" in err and "'completion' must be a string" in err and "item" not in err
+    assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
+
+
+def test_a_record_failing_late_in_the_model_keeps_the_previous_output(model_dir, tmp_path, capsys, monkeypatch):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(_reviews(600))
+    out.write_text("previous output\n")
+    _fail_on(monkeypatch, "review number 555")  # in the third chunk: two were scored before it fails
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "line 555: RuntimeError: cannot score review number 555" in err
+    assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
+    # --skip-bad skips just that record
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--skip-bad"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [i for i in range(1, 601) if i != 555]
+    assert "skipped line 555" in capsys.readouterr().err
+
+
+def test_output_equal_to_input_is_refused_and_the_input_kept(model_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(_reviews(3))
+    before = src.read_text()
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(src)]) == 2
+    assert "is the input file" in capsys.readouterr().err and src.read_text() == before
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)  # the same file under another name
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(link)]) == 2
+    assert src.read_text() == before
+
+
+def test_ctrl_c_mid_run_leaves_the_previous_output(model_dir, tmp_path, capsys, monkeypatch):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(_reviews(600))
+    out.write_text("previous output\n")
+    _fail_on(monkeypatch, "review number 300", KeyboardInterrupt)
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 130
+    assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["not utf-8", "directory", "no folder"])
+def test_unusable_input_or_output_is_a_one_line_error(model_dir, tmp_path, capsys, case):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(_reviews(2))
+    if case == "not utf-8":
+        src.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    elif case == "directory":
+        out = tmp_path
+    else:
+        out = tmp_path / "missing" / "out.jsonl"
+    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zyn: error:") and len(err.splitlines()) == 1
+    assert {"not utf-8": "not UTF-8 text (line 2", "directory": "is a directory",
+            "no folder": "does not exist"}[case] in err

@@ -5,13 +5,16 @@ with its line number up front and the caller decides what to do with it.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 from .errors import InputError
 
@@ -52,7 +55,13 @@ def _read_text(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"input: no such file {path!r}")
-    return p.read_text(encoding="utf-8")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"input: {path} is not UTF-8 text (line {line}, byte {e.start}: "
+                         f"{data[e.start:e.start + 1]!r}); convert it, e.g. with iconv -t UTF-8") from None
 
 
 def _jsonl_rows(text: str) -> Iterable[tuple[int, Any]]:
@@ -99,3 +108,42 @@ class RecordWriter:
             self._csv.writeheader()
         if self._csv is not None:
             self._csv.writerows(records)
+
+
+def check_output(output: str, input_path: str) -> None:
+    """Refuse an output that would destroy the input or cannot be a file."""
+    if output == "-":
+        return
+    out = Path(output)
+    if out.is_dir():
+        raise InputError(f"output: {output} is a directory; give a file name inside it")
+    if not out.parent.is_dir():
+        raise InputError(f"output: the folder {str(out.parent)!r} does not exist")
+    if input_path != "-" and out.exists() and os.path.samefile(out, input_path):
+        raise InputError(f"output: {output} is the input file; write to another file (it is replaced "
+                         "only when the run succeeds)")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[IO[str]]:
+    """A text file that appears at `path` only when the block ends without an error.
+
+    It is written next to `path` under a temporary name, flushed to disk, then renamed
+    over `path` in one step: an error, Ctrl-C or a crash leaves any previous file at
+    `path` as it was. "-" writes straight to standard output.
+    """
+    if path == "-":
+        yield sys.stdout
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
