@@ -206,24 +206,36 @@ def send_while_held(url: str, app, gate: Gate, bodies: list[dict]) -> tuple[http
     return asyncio.run(scenario())
 
 
-def test_failing_batch_fails_only_its_own_requests(rms, monkeypatch):
+def test_an_item_that_raises_fails_only_its_own_request(rms, monkeypatch):
     rm = rms["sentiment"]
     real = rm.score_detailed
     gate = Gate(real, fail_on="BOOM")
     monkeypatch.setattr(rm, "score_detailed", gate)
     app = create_app(rms, batch_size=64, max_wait_ms=5)
     with serve_in_thread(app) as url:
-        held, shared = send_while_held(url, app, gate, [{"texts": ["BOOM"]}, {"texts": ["ok 1"]},
-                                                        {"texts": ["ok 2"]}])
+        held, shared = send_while_held(url, app, gate, [{"texts": ["ok 0", "BOOM"]}, {"texts": ["ok 1"]},
+                                                        {"texts": ["ok 2", "ok 3"]}])
         assert held.status_code == 200  # the batch before is unaffected
-        assert [r.status_code for r in shared] == [500, 500, 500]  # the failing batch: all its requests
-        assert "injected failure" in shared[0].json()["error"]
+        # the batch is split until the culprit stands alone: only its request fails, naming it
+        assert [r.status_code for r in shared] == [422, 200, 200]
+        assert shared[0].json()["item"] == 1 and "injected failure" in shared[0].json()["error"]
+        assert shared[2].json()["rewards"] == pytest.approx(real(["ok 2", "ok 3"]).rewards, abs=TOL_REWARD)
         later = post_many(url, [{"texts": ["ok 1"]}, {"texts": ["ok 2"]}])  # the server keeps serving
         assert [r.status_code for r in later] == [200, 200]
-        assert later[0].json()["rewards"] == pytest.approx(real(["ok 1"]).rewards, abs=TOL_REWARD)
         other = httpx.post(url + "/v1/rewards", json={"texts": ["BOOM"], "prompt": "sentiment_robust"})
         assert other.status_code == 200  # another prompt set's scorer is unaffected
-        assert 'zyn_errors_total{kind="batch"} 3' in httpx.get(url + "/metrics").text
+        assert 'zyn_errors_total{kind="item"} 1.0' in httpx.get(url + "/metrics").text
+
+
+def test_a_broken_model_fails_the_batch_as_a_server_error(rms, monkeypatch):
+    rm = rms["sentiment"]
+    gate = Gate(rm.score_detailed, fail_on="'")  # every non-empty batch: the model, not an item
+    monkeypatch.setattr(rm, "score_detailed", gate)
+    app = create_app(rms, batch_size=64, max_wait_ms=50)
+    with serve_in_thread(app) as url:
+        rs = post_many(url, [{"texts": ["a", "b"]}, {"texts": ["c"]}])
+        assert [r.status_code for r in rs] == [500, 500]
+        assert 'zyn_errors_total{kind="batch"} 2.0' in httpx.get(url + "/metrics").text
 
 
 def test_bad_input_in_a_shared_batch_fails_only_the_culprit(rms, monkeypatch):
@@ -242,7 +254,7 @@ def test_bad_input_in_a_shared_batch_fails_only_the_culprit(rms, monkeypatch):
 def wait_idle(app, timeout: float = 30.0) -> None:
     batcher = app.state.service.batcher
     deadline = time.monotonic() + timeout
-    while (batcher.queued_items or batcher._inflight) and time.monotonic() < deadline:
+    while not batcher.idle and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -315,10 +327,10 @@ def test_health_metrics_and_docs(served):
     health = httpx.get(url + "/health").json()
     assert health["status"] == "ok" and set(health["prompt_sets"]) == {"sentiment", "sentiment_robust"}
     metrics = httpx.get(url + "/metrics").text
-    assert 'zyn_requests_total{route="/v1/rewards",status="200"} 1' in metrics
-    assert 'zyn_items_total{route="rewards"} 2' in metrics
-    assert "zyn_batch_size_items_bucket{le=\"2\"} 1" in metrics
-    assert 'zyn_request_latency_seconds_count{route="/v1/rewards"} 1' in metrics
+    assert 'zyn_requests_total{route="/v1/rewards",status="200"} 1.0' in metrics
+    assert 'zyn_items_total{route="rewards"} 2.0' in metrics
+    assert 'zyn_batch_size_items_bucket{le="2.0"} 1.0' in metrics
+    assert 'zyn_request_latency_seconds_count{route="/v1/rewards"} 1.0' in metrics
     assert httpx.get(url + "/docs").status_code == 200
     assert {"/v1/rewards", "/get_reward"} <= set(httpx.get(url + "/openapi.json").json()["paths"])
 

@@ -8,8 +8,14 @@ Routes
     GET  /docs         OpenAPI UI (FastAPI)
 
 Concurrent requests are gathered into model batches by `zyn.batcher.MicroBatcher`
-and scored on one worker thread (the models are not thread-safe), off the event
-loop; a failing batch fails only the requests in it (500), the rest keep flowing.
+and scored on one worker thread, off the event loop; an item that cannot be scored
+fails only its own request (422 naming the item), and a large request is scored in
+turns with the others.
+
+Abuse is bounded before it costs anything: the API key is checked before the body is
+read, headers and bodies must arrive within their deadlines, the body, the items,
+their characters and the nesting of records are limited, open connections are
+capped, and parts of a request that timed out are not scored.
 
 Nothing here sets up logging: that is the command line's job.
 """
@@ -28,35 +34,24 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batcher import BatchError, MicroBatcher, Overloaded
+from .batcher import BatchError, ItemError, MicroBatcher, Overloaded
 from .errors import ZynError
-from .prometheus import Metrics
+from .metrics import CONTENT_TYPE, ServerMetrics
 from .prompts import make_context
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = dict(max_items=512, max_chars=100_000, max_body_bytes=16 * 1024 * 1024, batch_size=64,
-                max_wait_ms=5.0, request_timeout_s=170.0, max_queue_items=8192)
-
-
-# =========================================================================== metrics
-
-def make_metrics() -> Metrics:
-    m = Metrics()
-    m.counter("zyn_requests_total", "HTTP requests by route and status code.")
-    m.counter("zyn_items_total", "Items (texts or records) received for scoring, by route.")
-    m.counter("zyn_errors_total", "Failed scoring requests by kind.")
-    m.histogram("zyn_request_latency_seconds", "Request latency by route.", Metrics.LATENCY_BUCKETS)
-    m.histogram("zyn_batch_size_items", "Items per model batch.", Metrics.SIZE_BUCKETS)
-    m.histogram("zyn_batch_requests", "Requests per model batch.", Metrics.SIZE_BUCKETS)
-    m.histogram("zyn_batch_latency_seconds", "Model time per batch.", Metrics.LATENCY_BUCKETS)
-    return m
+DEFAULTS = dict(max_items=512, max_chars=100_000, max_request_chars=1_000_000, max_body_bytes=16 * 1024 * 1024,
+                batch_size=64, max_wait_ms=5.0, request_timeout_s=170.0, max_queue_items=8192,
+                body_timeout_s=30.0, header_timeout_s=10.0, max_connections=256, failure_reward=0.0)
+# Routes anyone may read without the API key.
+PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 
 
 # =========================================================================== request and response bodies
@@ -101,9 +96,12 @@ class Settings:
     default: str
     max_items: int
     max_chars: int
+    max_request_chars: int
     max_body_bytes: int
     request_timeout_s: float
+    body_timeout_s: float
     api_key: str | None
+    failure_reward: float
 
 
 # =========================================================================== the scoring service
@@ -120,15 +118,18 @@ class Scored:
 class RewardService:
     """The loaded reward models, request validation, and the batcher around them."""
 
-    def __init__(self, models: Mapping[str, Any], settings: Settings, batcher_options: dict, metrics: Metrics):
+    def __init__(self, models: Mapping[str, Any], settings: Settings, batcher_options: dict):
         if not models:
             raise ValueError("create_app needs at least one reward model")
         if settings.default not in models:
             raise ValueError(f"default prompt set {settings.default!r} is not among {sorted(models)}")
         self.models = dict(models)
         self.settings = settings
-        self.metrics = metrics
-        self.batcher = MicroBatcher(self._score_blocking, metrics=metrics, **batcher_options)
+        self.metrics = ServerMetrics(queued_items=lambda: self.batcher.queued_items)
+        # a batch holds at most two items of the largest size allowed, so one request of
+        # many long items is scored in turns with everyone else's
+        self.batcher = MicroBatcher(self._score_blocking, cost=_chars, max_batch_cost=2 * settings.max_chars,
+                                    on_batch=self.metrics.on_batch, **batcher_options)
 
     def _score_blocking(self, key: str, items: list[Any]) -> list[Scored]:
         scores = self.models[key].score_detailed(items)
@@ -150,36 +151,43 @@ class RewardService:
             raise HTTPException(422, {"error": f"too many items: {len(items)} > max_items={s.max_items}",
                                       "limit": "max_items", "max": s.max_items, "got": len(items)})
         fields = self.models[key].prompt_set.fields
+        total = 0
         for i, item in enumerate(items):
+            try:
+                make_context(item, i, fields)  # first: it bounds the nesting that _chars walks
+            except ZynError as e:
+                raise HTTPException(422, {"error": str(e), "item": i}) from None
             n = _chars(item)
+            total += n
             if n > s.max_chars:
                 raise HTTPException(422, {"error": f"item {i} has {n} characters > max_chars={s.max_chars}",
                                           "limit": "max_chars", "max": s.max_chars, "got": n, "item": i})
-            try:
-                make_context(item, i, fields)
-            except ZynError as e:
-                raise HTTPException(422, {"error": str(e), "item": i}) from None
+        if total > s.max_request_chars:
+            raise HTTPException(422, {"error": f"the request has {total} characters > max_request_chars="
+                                      f"{s.max_request_chars}; send fewer items per request",
+                                      "limit": "max_request_chars", "max": s.max_request_chars, "got": total})
 
     async def score(self, key: str, items: list[Any], route: str) -> list[Scored]:
         """Validate, queue, await with the request timeout; errors become HTTP errors."""
         self.validate(key, items)
-        self.metrics.inc("zyn_items_total", len(items), route=route)
+        self.metrics.items.labels(route).inc(len(items))
         if not items:
             return []
         try:
             return await asyncio.wait_for(self.batcher.submit(key, items), self.settings.request_timeout_s)
         except asyncio.TimeoutError:
-            self.metrics.inc("zyn_errors_total", kind="timeout")
+            self.metrics.errors.labels("timeout").inc()
             limit = self.settings.request_timeout_s
             raise HTTPException(504, {"error": f"scoring took longer than {limit} s"}) from None
         except Overloaded as e:
-            self.metrics.inc("zyn_errors_total", kind="overloaded")
+            self.metrics.errors.labels("overloaded").inc()
             raise HTTPException(503, {"error": f"overloaded: {e}"}, headers={"Retry-After": "1"}) from None
-        except ZynError as e:
-            self.metrics.inc("zyn_errors_total", kind="input")
-            raise HTTPException(422, {"error": str(e)}) from None
+        except ItemError as e:
+            self.metrics.errors.labels("item").inc()
+            raise HTTPException(422, {"error": f"item {e.index}: could not be scored: {e.reason}",
+                                      "item": e.index}) from None
         except BatchError as e:
-            self.metrics.inc("zyn_errors_total", kind="batch")
+            self.metrics.errors.labels("batch").inc()
             raise HTTPException(500, {"error": f"scoring failed: {e}"}) from None
 
     def model_label(self, key: str) -> str:
@@ -196,8 +204,8 @@ def _chars(item: Any) -> int:
     return 0
 
 
-def _finite(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else x
+def _finite(x: float, default: float | None = None) -> float | None:
+    return default if x is None or not math.isfinite(x) else x
 
 
 def openrlhf_items(req: OpenRLHFRequest) -> list[dict]:
@@ -221,32 +229,39 @@ def openrlhf_items(req: OpenRLHFRequest) -> list[dict]:
 
 def create_app(models: Mapping[str, Any], *, default: str | None = None,
                max_items: int = DEFAULTS["max_items"], max_chars: int = DEFAULTS["max_chars"],
+               max_request_chars: int = DEFAULTS["max_request_chars"],
                max_body_bytes: int = DEFAULTS["max_body_bytes"], api_key: str | None = None,
                batch_size: int = DEFAULTS["batch_size"], max_wait_ms: float = DEFAULTS["max_wait_ms"],
                request_timeout_s: float = DEFAULTS["request_timeout_s"],
-               max_queue_items: int = DEFAULTS["max_queue_items"]) -> FastAPI:
+               body_timeout_s: float = DEFAULTS["body_timeout_s"],
+               max_queue_items: int = DEFAULTS["max_queue_items"],
+               failure_reward: float = DEFAULTS["failure_reward"]) -> FastAPI:
     """The reward service over `models` ({prompt-set name: ZeroShotRewardModel}).
 
     Args:
         default: the prompt set used when a request names none (default: the first).
         max_items: most items per request (422 beyond).
         max_chars: most characters per item, all its string fields together (422 beyond).
+        max_request_chars: most characters per request (422 beyond).
         max_body_bytes: largest request body (413 beyond).
-        api_key: if set, every route but /health and /docs needs
-            ``Authorization: Bearer KEY`` (or ``X-API-Key: KEY``); default ``$ZYN_API_KEY``.
+        api_key: if set, every route but /health and the docs needs
+            ``Authorization: Bearer KEY`` (or ``X-API-Key: KEY``), checked before the
+            body is read; default ``$ZYN_API_KEY``.
         batch_size, max_wait_ms: micro-batching bounds (items per model call, wait
             of a batch's first request).
         request_timeout_s: a request not answered by then gets 504 (OpenRLHF's client
-            gives up after 180 s).
+            gives up after 180 s); its parts not yet scored are dropped.
+        body_timeout_s: a body not received in full by then gets 408.
         max_queue_items: items allowed to wait; beyond, 503 with Retry-After.
+        failure_reward: what /get_reward answers for an item that cannot be scored
+            (OpenRLHF builds tensors from every value: it must never be null); counted
+            in ``extra_logs["zyn/failed"]`` and ``zyn_failure_rewards_total``.
     """
     api_key = api_key if api_key is not None else (os.environ.get("ZYN_API_KEY") or None)
-    settings = Settings(default or next(iter(models)), max_items, max_chars, max_body_bytes,
-                        request_timeout_s, api_key)
-    metrics = make_metrics()
+    settings = Settings(default or next(iter(models)), max_items, max_chars, max_request_chars, max_body_bytes,
+                        request_timeout_s, body_timeout_s, api_key, float(failure_reward))
     service = RewardService(models, settings, dict(batch_size=batch_size, max_wait_ms=max_wait_ms,
-                                                   max_queue_items=max_queue_items), metrics)
-    metrics.gauge("zyn_queue_items", "Items waiting for a batch.", lambda: service.batcher.queued_items)
+                                                   max_queue_items=max_queue_items))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -259,9 +274,10 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
     app = FastAPI(title="zyn reward server", version="1",
                   description="Zero-shot yes/no reward models over HTTP.", lifespan=lifespan)
     app.state.service = service
-    app.state.metrics = metrics
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.state.metrics = service.metrics
     app.middleware("http")(_count_requests)
+    # outermost: refuses a request on its headers alone, before any body is read
+    app.add_middleware(GuardMiddleware, settings=settings)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(_router())
@@ -273,12 +289,12 @@ def _router():
 
     r = APIRouter()
     r.add_api_route("/v1/rewards", post_rewards, methods=["POST"], response_model=RewardResponse,
-                    dependencies=[Depends(require_key)], summary="Score texts or records")
+                    summary="Score texts or records")
     r.add_api_route("/get_reward", post_get_reward, methods=["POST"], response_model=OpenRLHFResponse,
-                    dependencies=[Depends(require_key)], summary="OpenRLHF remote reward protocol")
+                    summary="OpenRLHF remote reward protocol")
     r.add_api_route("/health", get_health, methods=["GET"], summary="Liveness and loaded prompt sets")
     r.add_api_route("/metrics", get_metrics, methods=["GET"], response_class=PlainTextResponse,
-                    dependencies=[Depends(require_key)], summary="Prometheus metrics")
+                    summary="Prometheus metrics")
     return r
 
 
@@ -288,17 +304,13 @@ def _service(request: Request) -> RewardService:
     return request.app.state.service
 
 
-async def require_key(request: Request) -> None:
-    key = _service(request).settings.api_key
-    if key is None:
-        return
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if auth.lower().startswith("bearer "):
+def key_matches(headers: Mapping[bytes, bytes], key: str) -> bool:
+    """Whether raw ASGI headers carry `key` as ``Authorization: Bearer`` or ``X-API-Key``."""
+    given = headers.get(b"x-api-key", b"")
+    auth = headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
         given = auth[7:].strip()
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        raise HTTPException(401, {"error": "missing or wrong API key (send Authorization: Bearer KEY)"},
-                            headers={"WWW-Authenticate": "Bearer"})
+    return hmac.compare_digest(given, key.encode())
 
 
 async def post_rewards(body: RewardRequest, request: Request) -> dict:
@@ -314,13 +326,29 @@ async def post_rewards(body: RewardRequest, request: Request) -> dict:
 
 
 async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
+    """OpenRLHF builds tensors from every value it gets back, so this route never
+    answers null: an item that cannot be scored (bad content, a failed item, NaN)
+    gets the failure reward, and ``extra_logs["zyn/failed"]`` marks it."""
     service = _service(request)
     key = service.settings.default
-    scored = await service.score(key, openrlhf_items(body), "get_reward")
+    items = openrlhf_items(body)
+    try:
+        scored: list[Scored | None] = list(await service.score(key, items, "get_reward"))
+    except HTTPException as e:
+        if e.status_code != 422 or len(items) != 1:  # limits, overload, timeout: the client retries
+            raise
+        scored = [None]  # OpenRLHF sends one sample per request: that sample is unscorable
     names = [q.name for q in service.models[key].prompt_set.questions]
-    extra = {"p_yes": [_finite(s.p_yes) for s in scored]}
-    extra.update({f"p_yes/{n}": [_finite(s.per_question[n]) for s in scored] for n in names})
-    return {"rewards": [_finite(s.reward) for s in scored], "scores": extra["p_yes"], "extra_logs": extra}
+    fail = service.settings.failure_reward
+    failed = [s is None or not math.isfinite(s.reward) for s in scored]
+    service.metrics.failure_rewards.inc(sum(failed))
+
+    def col(get, bad: float) -> list[float]:
+        return [bad if f else get(s) for s, f in zip(scored, failed)]
+
+    extra = {"p_yes": col(lambda s: s.p_yes, 0.5), "zyn/failed": [float(f) for f in failed]}
+    extra.update({f"p_yes/{n}": col(lambda s, n=n: _finite(s.per_question[n], 0.5), 0.5) for n in names})
+    return {"rewards": col(lambda s: s.reward, fail), "scores": extra["p_yes"], "extra_logs": extra}
 
 
 async def get_health(request: Request) -> dict:
@@ -333,8 +361,7 @@ async def get_health(request: Request) -> dict:
 
 
 async def get_metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.app.state.metrics.render(),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
 
 # --------------------------------------------------------------------------- errors and middleware
@@ -362,34 +389,43 @@ async def _count_requests(request: Request, call_next):
     finally:
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics: Metrics = request.app.state.metrics
-        metrics.inc("zyn_requests_total", route=path, status=str(status))
+        metrics: ServerMetrics = request.app.state.metrics
+        metrics.requests.labels(path, str(status)).inc()
         if path in ("/v1/rewards", "/get_reward"):
-            metrics.observe("zyn_request_latency_seconds", time.perf_counter() - start, route=path)
+            metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
-class BodyLimitMiddleware:
-    """Answers 413 (JSON) for a request body over `max_bytes`, declared or streamed."""
+class GuardMiddleware:
+    """Checks a request before the app sees it, cheapest first: the API key (on the
+    headers alone: an unauthenticated body is never read), the declared length, then
+    the body itself, which must stay under ``max_body_bytes`` and arrive within
+    ``body_timeout_s``. Answers 401, 413 or 408 as JSON."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, settings: Settings):
         self.app = app
-        self.max_bytes = int(max_bytes)
+        self.settings = settings
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # client gone before sending its body: nothing to answer
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await self._too_large(send)
+        s = self.settings
+        headers = dict(scope.get("headers") or [])
+        if s.api_key is not None and scope["path"] not in PUBLIC_PATHS and not key_matches(headers, s.api_key):
+            return await _answer(send, 401, {"error": "missing or wrong API key (send Authorization: Bearer KEY)"},
+                                 [(b"www-authenticate", b"Bearer")])
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > s.max_body_bytes:
+            return await _too_large(send, s.max_body_bytes)
+        try:
+            body = await asyncio.wait_for(_read_body(receive, s.max_body_bytes), s.body_timeout_s)
+        except asyncio.TimeoutError:
+            return await _answer(send, 408, {"error": f"request body not received within {s.body_timeout_s} s"})
+        if body is None:
+            return  # client gone before sending its body: nothing to answer
+        if len(body) > s.max_body_bytes:
+            return await _too_large(send, s.max_body_bytes)
         replayed = False
 
         async def replay():
@@ -401,13 +437,30 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send) -> None:
-        payload = json.dumps({"error": f"request body larger than {self.max_bytes} bytes",
-                              "limit": "max_body_bytes", "max": self.max_bytes}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
+
+async def _read_body(receive, limit: int) -> bytearray | None:
+    """The whole body, or as much as shows it is over `limit`; None if the client left."""
+    body, more = bytearray(), True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+async def _too_large(send, limit: int) -> None:
+    await _answer(send, 413, {"error": f"request body larger than {limit} bytes", "limit": "max_body_bytes",
+                              "max": limit})
+
+
+async def _answer(send, status: int, payload: dict, headers: list | None = None) -> None:
+    data = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
 
 
 # =========================================================================== running
@@ -429,18 +482,74 @@ def check_bind(host: str, api_key: str | None, insecure_public: bool = False) ->
                        "ZYN_API_KEY), or --insecure-public if the network is trusted")
 
 
+def uvicorn_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,
+                   header_timeout_s: float = DEFAULTS["header_timeout_s"],
+                   max_connections: int = DEFAULTS["max_connections"], log_level: str = "warning",
+                   graceful_s: float = 30.0):
+    """A uvicorn server for `app` that also bounds what uvicorn alone does not: a client
+    must send its request headers within `header_timeout_s` of connecting (or of its
+    previous response), and at most `max_connections` connections and requests are
+    served at once (beyond, 503)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            http=_header_deadline_protocol(header_timeout_s), limit_concurrency=max_connections,
+                            timeout_graceful_shutdown=int(graceful_s))
+    return uvicorn.Server(config)
+
+
+def _header_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose next request's headers have
+    not all arrived `seconds` after it opened or after its last response."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            cycle = self.cycle
+            super().data_received(data)
+            if self.cycle is not cycle:  # a new request's headers are complete
+                self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()
+
+    return HeaderDeadline
+
+
 @contextlib.contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
-                    startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run `app` under uvicorn on a background thread; yields its base URL.
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0,
+                    **options: Any) -> Iterator[str]:
+    """Run `app` under uvicorn (see `uvicorn_server`, which takes `options`) on a
+    background thread; yields its base URL.
 
     Port 0 picks a free port. On exit the server shuts down gracefully (in-flight
     requests finish, the batcher drains).
     """
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           lifespan="on", timeout_graceful_shutdown=30))
+    server = uvicorn_server(app, host, port, **options)
     thread = threading.Thread(target=server.run, name="zyn-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

@@ -42,7 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-items", type=int, default=d["max_items"], help="most items per request")
     p.add_argument("--max-chars", type=int, default=d["max_chars"], help="most characters per item")
     p.add_argument("--max-body-mb", type=float, default=d["max_body_bytes"] / 2**20, help="largest request body")
+    p.add_argument("--max-request-chars", type=int, default=d["max_request_chars"],
+                   help="most characters per request")
     p.add_argument("--timeout", type=float, default=d["request_timeout_s"], help="seconds before a 504")
+    p.add_argument("--body-timeout", type=float, default=d["body_timeout_s"],
+                   help="seconds a client has to send its request body (408 after)")
+    p.add_argument("--header-timeout", type=float, default=d["header_timeout_s"],
+                   help="seconds a client has to send its request headers (connection closed after)")
+    p.add_argument("--max-connections", type=int, default=d["max_connections"],
+                   help="most open connections and requests at once (503 beyond)")
+    p.add_argument("--failure-reward", type=float, default=d["failure_reward"],
+                   help="reward /get_reward gives an item that cannot be scored (never null)")
     p.set_defaults(func=run)
 
 
@@ -50,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
     server.check_bind(args.host, args.api_key, args.insecure_public)  # before the slow model load
     models = load_models(args)
     app = server.create_app(models, max_items=args.max_items, max_chars=args.max_chars,
-                            max_body_bytes=int(args.max_body_mb * 2**20), api_key=args.api_key or None,
-                            batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
-                            request_timeout_s=args.timeout)
-    import uvicorn
-
+                            max_request_chars=args.max_request_chars, max_body_bytes=int(args.max_body_mb * 2**20),
+                            api_key=args.api_key or None, batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
+                            request_timeout_s=args.timeout, body_timeout_s=args.body_timeout,
+                            failure_reward=args.failure_reward)
     log.warning("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                timeout_graceful_shutdown=int(args.timeout) + 10)
+    server.uvicorn_server(app, args.host, args.port, header_timeout_s=args.header_timeout,
+                          max_connections=args.max_connections, log_level="info" if args.verbose else "warning",
+                          graceful_s=args.timeout + 10).run()
     return 0
 
 
