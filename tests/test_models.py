@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -335,14 +336,66 @@ def test_stale_or_damaged_cache_is_rebuilt(fake, stub_convert, damage):
     assert models.check_cache(folder, models.presets.preset_source(fake[0])) is None
 
 
-def test_verify_rehashes_same_size_corruption(fake, stub_convert):
+def test_same_size_corruption_is_caught_on_the_next_load(fake, stub_convert):
     folder = prepare(FAKE)
-    _corrupt_byte(folder / "model.safetensors", offset=3)
-    assert prepare(FAKE) == folder and len(stub_convert) == 1  # the cheap check trusts sizes
-    assert "corrupted" in models.check_cache(folder, models.presets.preset_source(fake[0]), deep=True)
-    prepare(FAKE, verify=True)
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    _corrupt_byte(weights, offset=3)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # size and mtime as they were
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert prepare(FAKE) == folder  # the identity changed (ctime): re-hashed, found, rebuilt
     assert len(stub_convert) == 2
     assert models.check_cache(folder, models.presets.preset_source(fake[0]), deep=True) is None
+    prepare(FAKE)  # unchanged since verified: trusted without hashing again
+    assert len(stub_convert) == 2
+
+
+def test_verify_rehashes_everything(fake, stub_convert, monkeypatch):
+    folder = prepare(FAKE)
+    hashed = []
+    real = models.cache.sha256_file
+    monkeypatch.setattr(models.cache, "sha256_file", lambda p, *a, **k: hashed.append(p.name) or real(p, *a, **k))
+    prepare(FAKE)
+    assert hashed == []  # a warm load hashes nothing
+    prepare(FAKE, verify=True)
+    assert "model.safetensors" in hashed and len(stub_convert) == 1
+
+
+@pytest.mark.parametrize("manifest", ['{"format": 1, "files": []}', '{"files": {"a": {"size": "1"}}}', "[1, 2]",
+                                      '{"format": 1, "source": 3, "files": {"../x": {"size": 1, "sha256": "0"}}}'])
+def test_malformed_manifest_is_rebuilt_with_a_message(fake, stub_convert, manifest):
+    folder = prepare(FAKE)
+    (folder / "zyn-manifest.json").write_text(manifest)
+    with pytest.warns(UserWarning, match="malformed manifest|different source"):
+        prepare(FAKE)
+    assert len(stub_convert) == 2
+    assert models.check_cache(folder, models.presets.preset_source(fake[0]), deep=True) is None
+
+
+def test_readers_see_the_old_or_the_new_copy_during_a_forced_rebuild(fake, stub_convert):
+    folder = prepare(FAKE)
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                (folder / "model.safetensors").read_bytes()
+                (folder / "zyn-manifest.json").read_text()
+                reads[0] += 1
+            except OSError as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            prepare(FAKE, force=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == [] and reads[0] > 0 and len(stub_convert) == 21
 
 
 def test_force_rebuilds_and_cleans_leftovers(fake, stub_convert):
@@ -350,8 +403,12 @@ def test_force_rebuilds_and_cleans_leftovers(fake, stub_convert):
     leftover = folder.parent / f".{FAKE}.tmp-crashed"
     leftover.mkdir()
     prepare(FAKE, force=True)
-    assert len(stub_convert) == 2 and not leftover.exists()
-    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", FAKE]
+    prepare(FAKE, force=True)
+    assert len(stub_convert) == 3 and not leftover.exists()
+    names = sorted(p.name for p in folder.parent.iterdir())
+    # the link, its lock, the current version and the one before it (for readers still on it)
+    assert names[0] == f".{FAKE}.lock" and names[-1] == FAKE and len(names) == 4
+    assert all(n.startswith(f".{FAKE}.v-") for n in names[1:3]) and os.readlink(folder) in names
 
 
 def test_failed_build_leaves_no_cache(fake, monkeypatch):
@@ -505,7 +562,8 @@ def test_concurrent_prepares_end_with_one_good_copy(fake, tmp_path):
     assert lines[0][-1] == lines[1][-1]
     folder = Path(lines[0][-1])
     assert models.check_cache(folder, models.presets.preset_source(preset), deep=True) is None
-    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", FAKE]
+    # the lock, the one version built and the link to it
+    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{FAKE}.lock", os.readlink(folder), FAKE]
 
 
 # ------------------------------------------------------------------ loading other kinds

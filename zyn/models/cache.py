@@ -1,9 +1,17 @@
 """The cache of converted checkpoints: where it lives, whether a folder in it is current, and
-how a folder gets into it (built in a temporary folder, published by an atomic rename, under
-an ``fcntl`` lock so concurrent builders end with one good copy).
+how a folder gets into it.
+
+A cached name is a symbolic link to a versioned folder (``.NAME.v-*``). A build writes a new
+versioned folder under an ``fcntl`` lock (concurrent builders end with one good copy), then
+swaps the link in one atomic step, so a reader sees the old or the new copy, never a missing
+one; the previous version is kept until the next build for readers still loading it.
 
 Each cached folder holds ``zyn-manifest.json``: the cache format, the record of the source it
 was built from, each file's size and sha256, and the versions of the libraries that built it.
+``zyn-verified.json`` records each file's identity (inode, size, modification and change
+times) when its content was last checked against the manifest: a load compares identities
+(cheap) and re-hashes any file whose identity changed, so changed weights are never loaded
+unnoticed, even at the same size and with the modification time put back.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +35,7 @@ except ImportError:  # pragma: no cover
 
 CACHE_FORMAT = 1  # bump when the cached folder's layout or contents change; older caches are rebuilt
 MANIFEST = "zyn-manifest.json"
+VERIFIED = "zyn-verified.json"
 WEIGHTS = "model.safetensors"
 BLOCK = 8 << 20  # bytes per read when streaming weight files
 
@@ -48,7 +58,8 @@ def check_cache(folder: Path, source: dict, *, deep: bool = False) -> str | None
     Args:
         folder: a cache folder.
         source: the source record it must have been built from (compared key by key).
-        deep: also re-hash every file against the manifest (slow: reads gigabytes).
+        deep: re-hash every file against the manifest (slow: reads gigabytes); otherwise only
+            files whose identity changed since they were last verified are re-hashed.
 
     Returns:
         None when valid, else a short reason.
@@ -59,17 +70,65 @@ def check_cache(folder: Path, source: dict, *, deep: bool = False) -> str | None
         return "not prepared"
     except (OSError, ValueError):
         return "unreadable manifest"
+    files = _manifest_files(manifest)
+    if files is None:
+        return "malformed manifest"
     if manifest.get("format") != CACHE_FORMAT:
         return f"cache format {manifest.get('format')} (current {CACHE_FORMAT})"
-    if any(manifest.get("source", {}).get(k) != v for k, v in source.items()):
+    if not isinstance(manifest.get("source"), dict) or any(manifest["source"].get(k) != v
+                                                           for k, v in source.items()):
         return "built from a different source file"
-    for name, info in manifest.get("files", {}).items():
+    verified = {} if deep else _read_verified(folder)
+    for name, (size, digest) in files.items():
         f = folder / name
-        if not f.is_file() or f.stat().st_size != info["size"]:
+        if not f.is_file() or f.stat().st_size != size:
             return f"{name} missing or truncated"
-        if deep and sha256_file(f) != info["sha256"]:
-            return f"{name} corrupted (sha256 differs from the manifest)"
+        if verified.get(name) != _identity(f) and sha256_file(f) != digest:
+            return f"{name} corrupted (its sha256 differs from the manifest)"
+    if verified != {name: _identity(folder / name) for name in files}:
+        _write_verified(folder, files)  # every file was just checked: remember their identities
     return None
+
+
+def _manifest_files(manifest) -> dict[str, tuple[int, str]] | None:
+    """{file name: (size, sha256)} of a manifest, or None if it does not have that shape."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        return None
+    out = {}
+    for name, info in files.items():
+        ok = (isinstance(name, str) and "/" not in name and name not in ("", ".", "..") and isinstance(info, dict)
+              and isinstance(info.get("size"), int) and isinstance(info.get("sha256"), str))
+        if not ok:
+            return None
+        out[name] = (info["size"], info["sha256"])
+    return out
+
+
+def _identity(path: Path) -> list[int]:
+    """What changes whenever a file's content does: any write updates the change time,
+    which, unlike the modification time, cannot be set back."""
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_verified(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_verified(folder: Path, files) -> None:
+    """Record the files' identities, atomically; skipped where the cache is read-only."""
+    record = {name: _identity(folder / name) for name in files}
+    with contextlib.suppress(OSError):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{VERIFIED}.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / VERIFIED)
 
 
 def file_digest(path: Path, algorithm: str = "sha256", progress: Progress | None = None, stage: str = "hash"):
@@ -122,8 +181,11 @@ def build_cached(target: Path, source: dict, build: Callable[[Path], None], *, f
     """
     with _locked(target, progress):
         # checked again under the lock: another process may have finished it while we waited
-        if not force and check_cache(target, source, deep=deep) is None:
+        reason = None if force else check_cache(target, source, deep=deep)
+        if not force and reason is None:
             return target
+        if reason not in (None, "not prepared"):
+            warnings.warn(f"zyn: the cached copy {target} is not usable ({reason}); rebuilding it", stacklevel=3)
         _remove_leftovers(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
@@ -139,15 +201,18 @@ def build_cached(target: Path, source: dict, build: Callable[[Path], None], *, f
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Temporary folders of builds that crashed; safe to delete while holding the lock."""
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+    """Temporary folders of builds that crashed, and versions older than the current one;
+    safe to delete while holding the lock."""
+    current = os.readlink(target) if target.is_symlink() else None
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*", f".{target.name}.v-*"):
         for stale in target.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.name != current:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write_manifest(folder: Path, source: dict) -> None:
-    files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)}
-             for f in sorted(folder.iterdir()) if f.is_file()}
+    files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(folder.iterdir())
+             if f.is_file() and f.name != VERIFIED and not f.name.startswith(".")}
     manifest = {"format": CACHE_FORMAT, "source": source, "files": files, "versions": _versions()}
     with open(folder / MANIFEST, "w") as fh:
         json.dump(manifest, fh, indent=2)
@@ -164,8 +229,8 @@ def _versions() -> dict[str, str]:
 
 
 def _publish(tmp: Path, target: Path) -> None:
-    """Move the finished folder into place. A stale copy is first renamed aside (a folder cannot be
-    renamed over a non-empty one); processes still reading it keep their open files."""
+    """Make the finished folder the cached copy: rename it to a versioned name, then point the
+    link `target` at it in one atomic step (readers see the old or the new copy, never none)."""
     for f in tmp.iterdir():  # data must reach the disk before the rename makes it visible
         if not f.is_file():
             continue
@@ -173,10 +238,13 @@ def _publish(tmp: Path, target: Path) -> None:
             os.fsync(fh.fileno())
         f.chmod(0o644)  # safetensors writes 0600; a cache is readable like any other
     tmp.chmod(0o755)  # mkdtemp makes 0700
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
+    version = tmp.with_name(tmp.name.replace(".tmp-", ".v-", 1))
+    os.rename(tmp, version)
+    if target.exists() and not target.is_symlink():  # a cache from before versioned folders
+        os.rename(target, target.with_name(f".{target.name}.old-{os.getpid()}"))
+    link = target.with_name(f".{target.name}.link-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    os.symlink(version.name, link)
+    os.replace(link, target)
+    _write_verified(version, _manifest_files(json.loads((version / MANIFEST).read_text())))
