@@ -53,7 +53,7 @@ import torch
 
 import random_models
 from zyn import ZeroShotRewardModel
-from zyn.kernels import fastest_matmul_rate
+from zyn.backends.hf.kernels import fastest_matmul_rate
 from zyn.prompts import PromptSet, Question
 
 REVIEWS = Path(__file__).resolve().parent / "data" / "movie_reviews.jsonl"
@@ -101,7 +101,7 @@ def flops_per_sample(model, tokens: float) -> float:
     every linear layer but the output layer (which zyn runs for the answer position
     only) at every token; for an encoder-decoder, the decoder at one position but for
     its cross-attention keys and values, which run over every input token."""
-    from zyn.kernels import OneDNNLinear
+    from zyn.backends.hf.kernels import OneDNNLinear
 
     skip = model.get_output_embeddings()
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -193,7 +193,7 @@ def tokens_per_sample(rm, texts: list[str]) -> float:
 def cold(rm, texts: list[str]):
     """A call scoring `texts` on zyn's path that also computes the shared prefix again."""
     def score():
-        rm.backend._prefix = None
+        rm.backend.clear_prefix_cache()
         return rm.score(texts)
     return score
 
@@ -220,7 +220,8 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     full = ZeroShotRewardModel(backend.model, backend.tokenizer, prompt=args.prompt, reward="prob",
                                share_prefix=False)
     res = {"dtype": dtype, "kernels": backend.kernels, "matmul_gflops": gflops, "tokens_per_sample": tokens,
-           "bound_samples_s": bound, "token_budget": backend.token_budget, "trim": backend._trim}
+           "bound_samples_s": bound, "token_budget": backend.token_budget,
+           "trim": backend.fast_paths(*rm.prompt_set.answers)["trim"]}
     batched, t = timed(full.score, texts, repeats=reps)
     res["batched"] = rate(n, t, tokens)
 
@@ -228,7 +229,7 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     fast, t = timed(zyn_cold, repeats=reps)
     res["zyn"] = rate(n, t, tokens)
     # packing and the trimmed last layer apply to causal judges only
-    res["ablation"] = {} if backend.is_seq2seq else ablations(rm, zyn_cold, reps, n)
+    res["ablation"] = {} if backend.is_seq2seq else ablations(rm, texts, reps)
     res["fast_vs_full_max_abs"] = max(abs(a - b) for a, b in zip(fast, batched))
     if reference is not None:
         res["drift_vs_float32"] = drift(fast, reference)
@@ -258,17 +259,17 @@ def run_dtype(args, dtype: str, texts: list[str], reference: list[float] | None)
     return res
 
 
-def ablations(rm, zyn_cold, reps: int, n: int) -> dict:
-    """zyn with one part switched off at a time, samples/s."""
-    backend, out = rm.backend, {}
-    backend.pack = False  # padded rows, one per block, as on a GPU
-    _, t = timed(zyn_cold, repeats=reps)
-    out["rows_not_packed"] = n / t
-    backend.pack, trim = True, backend._trim
-    backend._trim = False
-    _, t = timed(zyn_cold, repeats=reps)
-    out["packed_full_last_layer"] = n / t
-    backend._trim = trim
+def ablations(rm, texts: list[str], reps: int) -> dict:
+    """zyn with one part switched off at a time (the same model and kernels), samples/s."""
+    options = {"rows_not_packed": dict(layout="rows"),  # one padded row per block, as on a GPU
+               "packed_full_last_layer": dict(trim_last_layer=False)}
+    out = {}
+    for name, option in options.items():
+        other = ZeroShotRewardModel(rm.backend.model, rm.backend.tokenizer, prompt=rm.prompt_set, reward="prob",
+                                    token_budget=rm.backend.token_budget, **option)
+        other.score(texts[:4])  # its one-time checks
+        _, t = timed(cold(other, texts), repeats=reps)
+        out[name] = len(texts) / t
     return out
 
 

@@ -23,3 +23,12 @@ def test_eight_threads_equal_sequential_scoring(tiny_causal, layout):
         for seq, thr in zip(sequential, threaded):
             assert thr.p_yes == seq.p_yes
             assert thr.logodds == seq.logodds
+
+
+def test_two_backends_on_one_model_share_its_lock(tiny_causal):
+    a = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    b = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", layout="rows")
+    want = a.score(TEXTS), b.score(TEXTS)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda rm: rm.score(TEXTS), [a, b] * 4))
+    assert got == [want[0], want[1]] * 4

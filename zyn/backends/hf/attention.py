@@ -1,19 +1,23 @@
 """Attention over a packed row: block by block, and the last layer at the answers only.
 
-A packed row (see `zyn.packing`) holds many independent blocks of tokens after a
-shared cached prefix. Any attention that honours a 4D mask computes it exactly, but
-as one (S x prefix+S) product, mostly masked out: S = 512 packed tokens cost ~3x the
-attention of the blocks alone. `blockwise` lets a model compute each block against the
-prefix and itself only, with the same mask entries, so the numbers are unchanged up
-to rounding: it registers an attention function with transformers and switches the
-model to it for the duration of a forward pass that passes ``zyn_blocks=``. Any other call (and
-any model whose attention was not sdpa to begin with) goes through unchanged.
+A packed row (see `trie.py`) holds many independent blocks of tokens after a shared
+cached prefix. Any attention that honours a 4D mask computes it exactly, but as one
+(S x prefix+S) product, mostly masked out. `blockwise` lets a model compute each block
+against the prefix and itself only, with the same mask entries, so the numbers are
+unchanged up to rounding: it registers an attention function with transformers and switches the
+model to it for the duration of a forward pass that passes ``zyn_blocks=`` (a change
+of model state, scoped by the context manager; the backend's lock keeps other calls
+out meanwhile). Any other call (and any model whose attention was not sdpa to begin
+with) goes through unchanged.
 
 The last decoder layer's output is read at the answer positions only, yet every
 token runs through it. `last_layer_at` runs it in two parts: every other token only
 as far as its keys and values (stored in the cache; the attention function stops the
 layer there), then the answer tokens in full against them, so ~95% of the last
-layer's work on the other tokens is skipped (1/L of the model).
+layer's work on the other tokens is skipped (1/L of the model). It swaps the layer in
+the model's layer list for the duration of the context manager only.
+
+Whether either reproduces a given architecture is checked once per model (`checks.py`).
 """
 from __future__ import annotations
 
@@ -54,9 +58,8 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
 
     query (1, H, S, D); key, value (1, Hkv, past + S, D), the cached prefix first.
     Returns (1, S, H, D) as transformers' own attention functions do. Each block goes
-    through torch's fused kernel, which accumulates in float32 whatever the precision:
-    plain bf16 products here (tried, batching the small blocks) were no faster on the
-    CPUs measured and rounded the scores to 8 bits, doubling the bf16 drift in P(yes).
+    through torch's fused kernel, which accumulates in float32 whatever the precision
+    (plain bf16 products would round the scores to 8 bits; see benchmarks/RESULTS.md).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -29,8 +29,8 @@ Changes to the model, all stated here: with ``fast_kernels`` the backend swaps C
 kernels into the model once, at construction, and keeps them only if the model's
 logits stay the same (`checks.use_fast_kernels`). During a pass it switches the
 attention implementation and stands in for the last decoder layer, restoring both
-when the pass ends (`runner`); a lock keeps calls from overlapping, so one backend
-may be called from several threads. After the first call's checks, the output
+when the pass ends (`runner`); a lock per model keeps calls from overlapping, so
+backends may be called from several threads. After the first call's checks, the output
 layer's pages read from a memory-mapped checkpoint are released when only its answer
 rows are read from then on (`kernels.release_file_pages`; clean pages, read back if
 touched).
@@ -38,6 +38,7 @@ touched).
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Sequence
 
 import torch
@@ -51,6 +52,10 @@ from .planner import LAYOUTS, CallPlan, plan_call
 from .runner import Paths, Runner, cache_is_plain
 
 DEFAULT_MAX_LENGTH = 8192  # longer judge inputs are rarely judged well and cost quadratic memory
+# One lock per model, shared by every backend on it: a pass switches the model's
+# attention and last layer, which another backend's pass must not see.
+_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
 
 
 class HFBackend:
@@ -101,21 +106,21 @@ class HFBackend:
         self.answer_rows = answer_rows
         self._answer_ids: dict[tuple, AnswerIds] = {}
         self._checked: Checked | None = None
-        self._lock = threading.RLock()
+        self._lock = model_lock(self.model)
         self.kernels = "default"
         if fast_kernels and not on_gpu:
             onednn = fast_kernels == "always" or onednn_is_faster(self.model.dtype)
-            with torch.no_grad():
+            with self._lock, torch.no_grad():
                 self.kernels = use_fast_kernels(self.runner, probe_queries(tokenizer)[0], onednn)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["_lock"]  # a lock does not pickle; the copy gets its own
+        del state["_lock"]  # a lock does not pickle; the copy's model gets its own
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = model_lock(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -206,7 +211,7 @@ class HFBackend:
 
     @torch.inference_mode()
     def logodds(self, groups: list[list[Query]], yes: Sequence[str], no: Sequence[str]) -> LogOdds:
-        with self._lock:  # one call's passes at a time: they share the prefix cache and switch model state
+        with self._lock:  # one call's passes at a time: they use the prefix cache and switch model state
             ids = self.answer_ids(yes, no)
             # Every query of every group, identical token lists scored once.
             unique: dict[tuple[int, ...], int] = {}
@@ -270,6 +275,14 @@ class HFBackend:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def model_lock(model) -> threading.RLock:
+    """The lock that every backend on `model` holds while it runs a call."""
+    with _LOCKS_LOCK:
+        if model not in _LOCKS:
+            _LOCKS[model] = threading.RLock()
+        return _LOCKS[model]
+
 
 def _layout(layout: str | None, share_prefix: bool, pack: bool | None, on_gpu: bool, padded_only: bool) -> str:
     """The layout asked for (see HFBackend's arguments)."""
