@@ -271,7 +271,7 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
         finally:
             await service.batcher.close()
 
-    app = FastAPI(title="zyn reward server", version="1",
+    app = FastAPI(title="zyn reward server", version="1", default_response_class=SafeJSONResponse,
                   description="Zero-shot yes/no reward models over HTTP.", lifespan=lifespan)
     app.state.service = service
     app.state.metrics = service.metrics
@@ -366,17 +366,27 @@ async def get_metrics(request: Request) -> PlainTextResponse:
 
 # --------------------------------------------------------------------------- errors and middleware
 
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate a client sent, echoed
+    back in an error, is then valid output instead of an encoding error (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail)}
-    return JSONResponse(detail, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    return SafeJSONResponse(detail, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     malformed = any(e.get("type") == "json_invalid" for e in errors)
     message = "malformed JSON body" if malformed else "request body does not match the schema"
-    return JSONResponse({"error": message, "detail": json.loads(json.dumps(errors, default=str))},
-                        status_code=400 if malformed else 422)
+    # where and what, not the offending input itself (it may be megabytes)
+    detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in errors[:20]]
+    return SafeJSONResponse({"error": message, "detail": detail}, status_code=400 if malformed else 422)
 
 
 async def _count_requests(request: Request, call_next):
