@@ -253,3 +253,20 @@ def test_schema_fuzzing_finds_no_5xx_and_an_honest_client_is_unaffected(server, 
     assert sum(seen.values()) >= 50 and any(400 <= s < 500 for s in seen)
     r = _honest(url, ["the honest client"])
     assert r.status_code == 200 and r.json()["p_yes"] == pytest.approx(expected, abs=TOL)
+
+
+def test_trusted_networks_need_no_key_and_others_are_refused(rms):
+    # OpenRLHF sends no headers: a trusted network lets it in without the key
+    app = create_app(rms, api_key="secret", trusted_networks=["127.0.0.0/8"])
+    with serve_in_thread(app) as url:
+        assert httpx.post(url + "/get_reward", json={"query": ["fine"]}).status_code == 200
+    # no key and a trusted network that is not ours: refused before anything is read
+    app = create_app(rms, trusted_networks=["10.0.0.0/8"])
+    with serve_in_thread(app) as url:
+        r = httpx.post(url + "/get_reward", json={"query": ["fine"]})
+        assert r.status_code == 403 and "trusted networks" in r.json()["error"]
+        assert httpx.get(url + "/health").status_code == 200
+    from zyn.server import check_bind
+    check_bind("10.1.2.3", None, trusted_networks=["10.0.0.0/8"])
+    with pytest.raises(ValueError, match="CIDR"):
+        create_app(rms, trusted_networks=["not-a-net"])

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -102,6 +102,7 @@ class Settings:
     body_timeout_s: float
     api_key: str | None
     failure_reward: float
+    trusted: tuple = ()            # ip networks whose clients need no key (OpenRLHF sends no headers)
 
 
 # =========================================================================== the scoring service
@@ -235,7 +236,8 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
                request_timeout_s: float = DEFAULTS["request_timeout_s"],
                body_timeout_s: float = DEFAULTS["body_timeout_s"],
                max_queue_items: int = DEFAULTS["max_queue_items"],
-               failure_reward: float = DEFAULTS["failure_reward"]) -> FastAPI:
+               failure_reward: float = DEFAULTS["failure_reward"],
+               trusted_networks: Sequence[str] = ()) -> FastAPI:
     """The reward service over `models` ({prompt-set name: ZeroShotRewardModel}).
 
     Args:
@@ -256,10 +258,14 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
         failure_reward: what /get_reward answers for an item that cannot be scored
             (OpenRLHF builds tensors from every value: it must never be null); counted
             in ``extra_logs["zyn/failed"]`` and ``zyn_failure_rewards_total``.
+        trusted_networks: CIDR ranges (e.g. ``10.0.0.0/8``) whose clients may call without
+            the key, for trainers that send no headers (OpenRLHF); with no key set, clients
+            outside them are refused (403).
     """
     api_key = api_key if api_key is not None else (os.environ.get("ZYN_API_KEY") or None)
     settings = Settings(default or next(iter(models)), max_items, max_chars, max_request_chars, max_body_bytes,
-                        request_timeout_s, body_timeout_s, api_key, float(failure_reward))
+                        request_timeout_s, body_timeout_s, api_key, float(failure_reward),
+                        parse_networks(trusted_networks))
     service = RewardService(models, settings, dict(batch_size=batch_size, max_wait_ms=max_wait_ms,
                                                    max_queue_items=max_queue_items))
 
@@ -420,9 +426,12 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         s = self.settings
         headers = dict(scope.get("headers") or [])
-        if s.api_key is not None and scope["path"] not in PUBLIC_PATHS and not key_matches(headers, s.api_key):
-            return await _answer(send, 401, {"error": "missing or wrong API key (send Authorization: Bearer KEY)"},
-                                 [(b"www-authenticate", b"Bearer")])
+        if scope["path"] not in PUBLIC_PATHS and not _in_networks((scope.get("client") or ("",))[0], s.trusted):
+            if s.api_key is None and s.trusted:
+                return await _answer(send, 403, {"error": "this client is not in the server's trusted networks"})
+            if s.api_key is not None and not key_matches(headers, s.api_key):
+                return await _answer(send, 401, {"error": "missing or wrong API key (send Authorization: Bearer "
+                                                          "KEY)"}, [(b"www-authenticate", b"Bearer")])
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = headers.get(b"content-length")
@@ -485,11 +494,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, api_key: str | None, insecure_public: bool = False) -> None:
-    """Refuse to serve on a non-loopback address without an API key, unless told so."""
-    if not is_loopback(host) and not api_key and not insecure_public:
-        raise ZynError(f"refusing to listen on {host} without an API key: pass --api-key (or set "
-                       "ZYN_API_KEY), or --insecure-public if the network is trusted")
+def check_bind(host: str, api_key: str | None, insecure_public: bool = False,
+               trusted_networks: Sequence[str] = ()) -> None:
+    """Refuse to serve on a non-loopback address to anyone without an API key, unless told so."""
+    if not is_loopback(host) and not api_key and not insecure_public and not trusted_networks:
+        raise ZynError(f"refusing to listen on {host} without an API key: pass --api-key (or set ZYN_API_KEY), "
+                       "--trusted-network CIDR to admit only that network's clients without one (OpenRLHF "
+                       "sends no key), or --insecure-public if the whole network is trusted")
+
+
+def parse_networks(networks: Sequence[str]) -> tuple:
+    """CIDR strings as ip_network objects, with a clear error for a bad one."""
+    out = []
+    for n in networks:
+        try:
+            out.append(ipaddress.ip_network(n, strict=False))
+        except ValueError:
+            raise ZynError(f"--trusted-network {n!r}: not a network; use CIDR form such as 10.0.0.0/8") from None
+    return tuple(out)
+
+
+def _in_networks(host: str, networks: tuple) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in n for n in networks)
 
 
 def uvicorn_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,

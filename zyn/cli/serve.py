@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "a key on the command line shows in ps)")
     p.add_argument("--insecure-public", action="store_true",
                    help="allow a non-loopback --host without an API key")
+    p.add_argument("--trusted-network", action="append", default=[], metavar="CIDR",
+                   help="clients from this network need no key (OpenRLHF sends none); repeatable. Without a "
+                   "key, clients from elsewhere are refused")
     d = server.DEFAULTS
     p.add_argument("--max-batch", type=int, default=d["batch_size"], help="most items per model call")
     p.add_argument("--max-wait-ms", type=float, default=d["max_wait_ms"],
@@ -57,13 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    server.check_bind(args.host, args.api_key, args.insecure_public)  # before the slow model load
+    server.check_bind(args.host, args.api_key, args.insecure_public, args.trusted_network)  # before the model load
     models = load_models(args)
     app = server.create_app(models, max_items=args.max_items, max_chars=args.max_chars,
                             max_request_chars=args.max_request_chars, max_body_bytes=int(args.max_body_mb * 2**20),
                             api_key=args.api_key or None, batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
                             request_timeout_s=args.timeout, body_timeout_s=args.body_timeout,
-                            failure_reward=args.failure_reward)
+                            failure_reward=args.failure_reward, trusted_networks=args.trusted_network)
     log.warning("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
     server.uvicorn_server(app, args.host, args.port, header_timeout_s=args.header_timeout,
                           max_connections=args.max_connections, log_level="info" if args.verbose else "warning",
