@@ -7,17 +7,16 @@ as a sequence classifier.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from .api import Backend, LogOdds, Scores
 from .errors import InputError, ZynError
 from .prompts import PromptSet, load_prompt_set
 from .scoring import SHAPES, combine
 
-# Keyword arguments the trainers pass that are not dataset columns.
-_TRAINER_KWARGS = {"trainer_state", "log_metric", "log_extra", "completion_ids", "tokenizer", "environments"}
+#: Keyword arguments the trainers pass that are not dataset columns.
+TRAINER_KWARGS = {"trainer_state", "log_metric", "log_extra", "completion_ids", "tokenizer", "environments"}
 
 
 class ZeroShotRewardModel:
@@ -111,9 +110,13 @@ class ZeroShotRewardModel:
             out.update({f"p_yes/{name}": v for name, v in scores.per_question.items()})
         return out
 
-    def as_trl_reward(self) -> "TRLReward":
-        """A picklable reward function for TRL's GRPOTrainer and RLOOTrainer."""
-        return TRLReward(self)
+    def as_trl_reward(self, async_: bool = False) -> Any:
+        """A picklable reward function for TRL's GRPOTrainer and RLOOTrainer (see
+        `zyn.integrations.trl`); ``async_=True`` gives one that TRL awaits alongside
+        its other async rewards, scoring in a worker thread (for remote backends)."""
+        from .integrations.trl import AsyncTRLReward, TRLReward
+
+        return AsyncTRLReward(self) if async_ else TRLReward(self)
 
     # ------------------------------------------------------------------ pickling
 
@@ -132,31 +135,6 @@ class ZeroShotRewardModel:
         backend = getattr(self.backend, "name", type(self.backend).__name__)
         return (f"ZeroShotRewardModel(prompt={self.prompt_set.name!r}, questions={len(self.prompt_set.questions)}, "
                 f"reward={self.reward_shape!r}, backend={backend!r})")
-
-
-class TRLReward:
-    """TRL reward function (GRPO, RLOO) over a ZeroShotRewardModel.
-
-    Called as ``f(prompts=, completions=, completion_ids=, **columns)``; plain
-    prompts are strings, conversational ones are message lists. Dataset columns
-    become template fields. Returns one float per completion, None where the judge
-    could not score (TRL reads it as NaN). Its ``__name__`` names the logged metric.
-    """
-
-    def __init__(self, rm: ZeroShotRewardModel):
-        self.rm = rm
-        self.__name__ = f"zyn_{rm.prompt_set.name}"
-
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
-                 **kwargs: Any) -> list[float | None]:
-        records = [_trl_record(p, c) for p, c in zip(prompts, completions, strict=True)]
-        _add_columns(records, kwargs)
-        scores = self.rm.score_detailed(records)
-        log_metric: Callable | None = kwargs.get("log_metric")
-        if log_metric is not None and len(self.rm.prompt_set.questions) > 1:
-            for name, values in scores.per_question.items():
-                log_metric(f"{self.__name__}/p_yes_{name}", _nanmean(values))
-        return [None if math.isnan(r) else r for r in scores.rewards]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -232,27 +210,16 @@ def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:
         records = [{"text": s} for s in _check_inputs(samples)]
     else:
         raise InputError("reward_fn needs samples=, or prompts= and outputs=")
-    _add_columns(records, kwargs)
+    add_columns(records, kwargs)
     return records
 
 
-def _add_columns(records: list[dict], kwargs: dict) -> None:
-    """Per-sample columns (lists as long as the batch) become template fields."""
+def add_columns(records: list[dict], kwargs: dict) -> None:
+    """Per-sample columns (lists as long as the batch) become template fields; the
+    trainers' own keywords (`TRAINER_KWARGS`) and the input keys are left out."""
     for key, values in kwargs.items():
-        if key in _TRAINER_KWARGS or key in ("prompt", "completion", "text", "messages"):
+        if key in TRAINER_KWARGS or key in ("prompt", "completion", "text", "messages"):
             continue
         if isinstance(values, (list, tuple)) and len(values) == len(records):
             for record, value in zip(records, values):
                 record[key] = value
-
-
-def _trl_record(prompt: Any, completion: Any) -> dict:
-    if isinstance(completion, list):  # conversational: message lists
-        history = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-        return {"messages": history + list(completion)}
-    return {"prompt": prompt if isinstance(prompt, str) else str(prompt), "completion": completion}
-
-
-def _nanmean(values: list[float]) -> float:
-    good = [v for v in values if not math.isnan(v)]
-    return sum(good) / len(good) if good else math.nan

@@ -1,0 +1,95 @@
+"""TRL (GRPOTrainer, RLOOTrainer): reward functions over a ZeroShotRewardModel.
+
+TRL calls each reward as ``f(prompts=, completions=, completion_ids=, **kw)`` where
+kw holds every other dataset column (one value per completion) and ``trainer_state``,
+``log_metric``, ``log_extra``; it wants one float per completion (None reads as NaN)
+and names the logged metric after ``__name__``. A reward whose ``__call__`` is
+``async def`` is awaited together with the other async rewards on TRL's event loop
+(``trl.trainer.utils.is_async_callable``, ``GRPOTrainer._calculate_rewards``).
+
+Neither class is an ``nn.Module`` (TRL would treat it as a sequence classifier), and
+both pickle (a model loaded by name is reloaded by name).
+
+>>> rm = ZeroShotRewardModel("qwen2.5-0.5b-instruct", prompt="sentiment")  # doctest: +SKIP
+>>> GRPOTrainer(model=policy, reward_funcs=[rm.as_trl_reward()], ...)      # doctest: +SKIP
+>>> GRPOTrainer(..., reward_funcs=[rm.as_trl_reward(async_=True)])        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Callable, Sequence
+
+from ..api import Scores
+from ..model import ZeroShotRewardModel, add_columns
+
+
+class TRLReward:
+    """TRL reward function over a ZeroShotRewardModel.
+
+    Called as ``f(prompts=, completions=, completion_ids=, **columns)``; plain prompts
+    are strings, conversational ones are message lists and each completion is
+    ``[{"role": "assistant", "content": ...}]``. Dataset columns become template fields.
+
+    Returns:
+        one shaped reward per completion, None where the judge could not score.
+        With several questions, ``log_metric`` gets ``<name>/p_yes_<question>`` means.
+    """
+
+    def __init__(self, rm: ZeroShotRewardModel):
+        self.rm = rm
+        self.__name__ = f"zyn_{rm.prompt_set.name}"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
+                 **kwargs: Any) -> list[float | None]:
+        return self.finish(self.rm.score_detailed(self.records(prompts, completions, kwargs)), kwargs)
+
+    def records(self, prompts: Sequence[Any], completions: Sequence[Any], columns: dict) -> list[dict]:
+        """One zyn record per completion, with the dataset columns as template fields."""
+        records = [trl_record(p, c) for p, c in zip(prompts, completions, strict=True)]
+        add_columns(records, columns)
+        return records
+
+    def finish(self, scores: Scores, kwargs: dict) -> list[float | None]:
+        """Log per-question means through TRL's ``log_metric``; NaN becomes None."""
+        log_metric: Callable | None = kwargs.get("log_metric")
+        if log_metric is not None and len(self.rm.prompt_set.questions) > 1:
+            for name, values in scores.per_question.items():
+                log_metric(f"{self.__name__}/p_yes_{name}", nanmean(values))
+        return [None if math.isnan(r) else r for r in scores.rewards]
+
+
+class AsyncTRLReward(TRLReward):
+    """`TRLReward` that TRL awaits: the blocking scoring runs in a worker thread, so
+    several async rewards (or a remote judge's HTTP round trips) overlap instead of
+    queueing on TRL's event loop. ``log_metric`` is still called on the loop."""
+
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
+                       **kwargs: Any) -> list[float | None]:
+        records = self.records(prompts, completions, kwargs)
+        scores = await asyncio.to_thread(self.rm.score_detailed, records)
+        return self.finish(scores, kwargs)
+
+
+def trl_record(prompt: Any, completion: Any) -> dict:
+    """A zyn record from one TRL prompt and completion (plain strings or message lists).
+
+    >>> trl_record("Review: ", "loved it")
+    {'prompt': 'Review: ', 'completion': 'loved it'}
+    >>> trl_record([{"role": "user", "content": "Hi"}], [{"role": "assistant", "content": "Hello"}])["messages"][-1]
+    {'role': 'assistant', 'content': 'Hello'}
+    """
+    if isinstance(completion, list):  # conversational: message lists
+        history = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        return {"messages": history + list(completion)}
+    return {"prompt": prompt if isinstance(prompt, str) else str(prompt), "completion": completion}
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the values that are numbers; NaN if none is.
+
+    >>> nanmean([1.0, float("nan"), 3.0])
+    2.0
+    """
+    good = [v for v in values if not math.isnan(v)]
+    return sum(good) / len(good) if good else math.nan
