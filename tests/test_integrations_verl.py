@@ -1,0 +1,194 @@
+"""verl loads zyn's compute_score through its own loader and calls it as its reward manager does.
+
+The loader is verl's real `verl.trainer.ppo.reward.get_custom_reward_fn` (verl 0.9.1,
+installed with ``pip install --no-deps verl``). verl's package ``__init__`` imports
+``verl.protocol`` (ray, tensordict) which a CPU test environment lacks, so the test
+mounts the installed ``verl`` folder as a package without running that ``__init__``:
+every module the loader uses (reward.py, utils/import_utils.py) is verl's own file.
+The calls copy ``NaiveRewardManager.run_single``
+(verl/experimental/reward_loop/reward_manager/naive.py): keywords only, a sync hook run
+in the loop's default thread pool, an async one (``inspect.iscoroutinefunction``) awaited.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import os
+import pickle
+import sys
+import threading
+import types
+
+import pytest
+
+from zyn import ZeroShotRewardModel
+from zyn.integrations import shared, verl as zyn_verl
+
+ITEMS = [  # (data_source, solution_str, ground_truth, extra_info)
+    ("gsm8k", "The answer is 4.", "4", {"question": "What is 2 + 2?", "index": 0, "split": "train"}),
+    ("gsm8k", "It is 5.", "4", {"question": "What is 2 + 2?", "index": 1, "split": "train"}),
+    ("chat", "A wonderful, moving film.", None, {"prompt": [{"role": "user", "content": "Review a film."}]}),
+    ("plain", "Two hours I will never get back.", "", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory, tiny_causal):
+    """The tiny judge saved as a folder, so ZYN_MODEL can name it as a user names a model."""
+    folder = tmp_path_factory.mktemp("judge")
+    model, tok = tiny_causal
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def zyn_env(monkeypatch, judge_dir):
+    monkeypatch.setenv("ZYN_MODEL", judge_dir)
+    monkeypatch.setenv("ZYN_PROMPT", "answer_grader")
+    monkeypatch.setenv("ZYN_DTYPE", "float32")
+    shared.clear()
+    yield
+    shared.clear()
+
+
+@pytest.fixture(scope="module")
+def get_custom_reward_fn():
+    spec = importlib.util.find_spec("verl")
+    if spec is None:
+        pytest.skip("verl is not installed (pip install --no-deps verl)")
+    saved = {k: v for k, v in sys.modules.items() if k == "verl" or k.startswith("verl.")}
+    root = os.path.dirname(spec.origin)
+    if "verl" not in sys.modules or not hasattr(sys.modules["verl"], "__version__"):
+        for name, path in (("verl", root), ("verl.utils", os.path.join(root, "utils"))):
+            package = types.ModuleType(name)
+            package.__path__ = [path]
+            package.DataProto = object  # the only name reward.py takes from verl/__init__
+            sys.modules[name] = package
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    yield get_custom_reward_fn
+    for name in [k for k in sys.modules if k == "verl" or k.startswith("verl.")]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def _config(path: str, name: str, **reward_kwargs):
+    # get_custom_reward_fn reads config.reward.get("custom_reward_function") (a DictConfig in verl)
+    return types.SimpleNamespace(reward={"custom_reward_function": {
+        "path": path, "name": name, "reward_kwargs": reward_kwargs}})
+
+
+def _run_like_naive_manager(fn, items):
+    """NaiveRewardManager.run_single for each item, concurrently on one event loop."""
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def one(item):
+        data_source, solution_str, ground_truth, extra_info = item
+        kwargs = dict(data_source=data_source, solution_str=solution_str, ground_truth=ground_truth,
+                      extra_info=dict(extra_info, num_turns=None, rollout_reward_scores={}))
+        if is_async:
+            result = await fn(**kwargs)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(**kwargs))
+        assert isinstance(result, dict)
+        return result["score"], result
+
+    async def all_items():
+        return await asyncio.gather(*(one(item) for item in items))
+
+    return asyncio.run(all_items())
+
+
+@pytest.mark.parametrize("path", ["pkg://zyn.integrations.verl", zyn_verl.__file__])
+def test_verl_loads_and_calls_compute_score(get_custom_reward_fn, zyn_env, path):
+    fn = get_custom_reward_fn(_config(path, "compute_score"))
+    assert not inspect.iscoroutinefunction(fn)
+    results = _run_like_naive_manager(fn, ITEMS)
+    for score, result in results:
+        # answer_grader's reward is P(correct): a float in [0, 1], every item scored
+        assert isinstance(score, float) and 0.0 <= score <= 1.0
+        assert set(result) == {"score", "p_yes", "failed"} and result["failed"] == 0.0
+
+
+def test_verl_async_hook_is_awaited_and_matches_sync(get_custom_reward_fn, zyn_env):
+    sync_fn = get_custom_reward_fn(_config("pkg://zyn.integrations.verl", "compute_score"))
+    async_fn = get_custom_reward_fn(_config("pkg://zyn.integrations.verl", "compute_score_async"))
+    assert inspect.iscoroutinefunction(async_fn)  # verl's own test for awaiting the hook
+    sync = [s for s, _ in _run_like_naive_manager(sync_fn, ITEMS)]
+    awaited = [s for s, _ in _run_like_naive_manager(async_fn, ITEMS)]
+    assert awaited == pytest.approx(sync, abs=1e-6)
+
+
+def test_verl_reward_kwargs_choose_the_prompt_set(get_custom_reward_fn, zyn_env):
+    # custom_reward_function.reward_kwargs={prompt: sentiment} overrides ZYN_PROMPT=answer_grader;
+    # the sentiment reward is (p - 0.5) * 10, the grader's is p, over the same loaded weights
+    fn = get_custom_reward_fn(_config("pkg://zyn.integrations.verl", "compute_score", prompt="sentiment"))
+    (score, result), = _run_like_naive_manager(fn, ITEMS[2:3])
+    assert score == pytest.approx((result["p_yes"] - 0.5) * 10, abs=1e-9)
+    grader = zyn_verl.compute_score(*ITEMS[2])
+    assert shared.shared_reward_model(prompt="sentiment").backend is \
+        shared.shared_reward_model(prompt="answer_grader").backend
+    assert grader["score"] == pytest.approx(grader["p_yes"], abs=1e-9)
+
+
+def _in_eight_threads(items):
+    """compute_score over `items` from 8 threads released together; results in item order."""
+    results: list = [None] * len(items)
+    start = threading.Barrier(8)
+
+    def worker(k):
+        start.wait(timeout=60)
+        for i in range(k, len(items), 8):
+            results[i] = zyn_verl.compute_score(*items[i])["score"]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_verl_model_loaded_once_from_many_threads(zyn_env, monkeypatch):
+    built = []
+    real = shared.ZeroShotRewardModel
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shared, "ZeroShotRewardModel", counting)
+    assert None not in _in_eight_threads(ITEMS * 2)  # 8 first calls at once
+    assert len(built) == 1
+
+
+def test_eight_threads_give_the_sequential_numbers(zyn_env):
+    items = ITEMS * 4  # 16 calls, two per thread
+    sequential = [zyn_verl.compute_score(*item)["score"] for item in items]
+    assert _in_eight_threads(items) == pytest.approx(sequential, abs=1e-6)
+
+
+def test_unscorable_item_gets_the_failure_reward(tiny_causal, monkeypatch):
+    # a lone surrogate cannot be encoded: that item alone fails, with a number verl can use
+    monkeypatch.setenv("ZYN_FAILURE_REWARD", "-1.5")
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    hook = zyn_verl.VerlReward(rm)
+    bad = hook(data_source="x", solution_str="\ud800", ground_truth=None, extra_info=None)
+    assert bad == {"score": -1.5, "p_yes": 0.5, "failed": 1.0}
+    assert hook(data_source="x", solution_str="fine", ground_truth=None)["failed"] == 0.0
+
+
+def test_verl_reward_pickles_and_scores_as_before(tiny_causal):
+    hook = zyn_verl.VerlReward(ZeroShotRewardModel(*tiny_causal, prompt="answer_grader"))
+    again = pickle.loads(pickle.dumps(hook))
+    kwargs = dict(zip(("data_source", "solution_str", "ground_truth", "extra_info"), ITEMS[0]))
+    assert again(**kwargs)["score"] == pytest.approx(hook(**kwargs)["score"], abs=1e-6)
+    assert asyncio.run(hook.score_async(**kwargs))["score"] == pytest.approx(hook(**kwargs)["score"], abs=1e-6)
+
+
+def test_verl_record_doc_examples():
+    import doctest
+
+    assert doctest.testmod(zyn_verl).failed == 0

@@ -1,0 +1,78 @@
+"""One reward model per process, built on first use from arguments or ZYN_* variables.
+
+Trainers that load a reward hook from a file (verl, OpenRLHF, ms-swift plugins) give
+it no constructor arguments, so the hooks read their configuration here:
+
+    ZYN_MODEL            model: hub id, folder, .gguf, preset, or openai+http:// / vllm+http:// URL
+    ZYN_PROMPT           prompt set name or YAML path (default: sentiment)
+    ZYN_REWARD           reward shape override: prob, logodds, zyn, logprob
+    ZYN_DEVICE, ZYN_DTYPE, ZYN_BATCH_SIZE    as ZeroShotRewardModel's arguments
+    ZYN_FAILURE_REWARD   what a hook that must return a number gives for an item that
+                         cannot be scored (default 0.0)
+
+The model is loaded once per process, under a lock, however many threads ask at once;
+prompt sets over the same model share its weights (`ZeroShotRewardModel.with_prompt`).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from ..errors import ZynError
+from ..model import ZeroShotRewardModel
+
+_lock = threading.Lock()
+_models: dict[tuple, ZeroShotRewardModel] = {}    # (model, options) -> first reward model loaded
+_rewards: dict[tuple, ZeroShotRewardModel] = {}   # (model, options, prompt, reward) -> reward model
+
+
+def settings(model: str | None = None, prompt: str | None = None, reward: str | None = None,
+             **options: Any) -> dict[str, Any]:
+    """Arguments given here, else the ZYN_* variables, as ZeroShotRewardModel's arguments."""
+    model = model or os.environ.get("ZYN_MODEL")
+    if not model:
+        raise ZynError("no judge model: set ZYN_MODEL (a hub id, folder, .gguf, preset or "
+                       "openai+http://host:port/v1 URL) or pass model=")
+    env = {"device": "ZYN_DEVICE", "dtype": "ZYN_DTYPE", "batch_size": "ZYN_BATCH_SIZE"}
+    for key, var in env.items():
+        if options.get(key) is None and os.environ.get(var):
+            options[key] = int(os.environ[var]) if key == "batch_size" else os.environ[var]
+    return dict(model=model, prompt=prompt or os.environ.get("ZYN_PROMPT") or "sentiment",
+                reward=reward or os.environ.get("ZYN_REWARD") or None,
+                **{k: v for k, v in options.items() if v is not None})
+
+
+def shared_reward_model(model: str | None = None, prompt: str | None = None, reward: str | None = None,
+                        **options: Any) -> ZeroShotRewardModel:
+    """The process's reward model for these settings (see `settings`), loaded on first use.
+
+    Thread-safe: concurrent first calls load the model once; later calls only look it up.
+    """
+    s = settings(model, prompt, reward, **options)
+    model_key = (s.pop("model"), tuple(sorted((k, repr(v)) for k, v in s.items() if k not in ("prompt", "reward"))))
+    key = model_key + (s["prompt"], s["reward"])
+    found = _rewards.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        if key not in _rewards:
+            base = _models.get(model_key)
+            if base is None:
+                base = _models[model_key] = ZeroShotRewardModel(model_key[0], **s)
+                _rewards[key] = base
+            else:
+                _rewards[key] = base.with_prompt(s["prompt"], s["reward"])
+        return _rewards[key]
+
+
+def failure_reward() -> float:
+    """$ZYN_FAILURE_REWARD (default 0.0): the number a hook returns for an unscorable item."""
+    return float(os.environ.get("ZYN_FAILURE_REWARD") or 0.0)
+
+
+def clear() -> None:
+    """Forget the loaded models (tests; a process that changes ZYN_MODEL)."""
+    with _lock:
+        _models.clear()
+        _rewards.clear()

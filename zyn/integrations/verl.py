@@ -1,0 +1,118 @@
+"""verl: ``compute_score`` hooks for ``custom_reward_function``.
+
+verl loads the function named by ``custom_reward_function.path`` and ``.name``
+(``verl.trainer.ppo.reward.get_custom_reward_fn``) and its reward manager calls it
+once per response, with keywords only::
+
+    compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)
+
+from a thread pool (``loop.run_in_executor``), or awaits it when the function is an
+``async def`` (checked with ``inspect.iscoroutinefunction``, so an async hook must be a
+plain coroutine function, not an object with an async ``__call__``). ``solution_str`` is
+the decoded response only; the prompt reaches the judge only if the dataset put it
+in ``extra_info`` ("prompt", or "question" as verl's example datasets do).
+
+Configure with ZYN_* variables (`zyn.integrations.shared`) or reward kwargs, then::
+
+    custom_reward_function.path=pkg://zyn.integrations.verl custom_reward_function.name=compute_score
+    # or the file itself (older verl): path=$(python -c "import zyn.integrations.verl as m; print(m.__file__)")
+    # async: name=compute_score_async;  +custom_reward_function.reward_kwargs.prompt=answer_grader
+
+Each call returns ``{"score": reward, "p_yes": P(rewarded answer), "failed": 0.0 or 1.0}``;
+verl takes "score" as the reward and logs the other keys. An item that cannot be
+scored gets $ZYN_FAILURE_REWARD (never NaN, which would poison the batch's advantages).
+
+This file uses absolute imports only, so verl can load it by path as well as by name.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from zyn.errors import InputError, PromptError
+from zyn.integrations.shared import failure_reward, shared_reward_model
+from zyn.model import ZeroShotRewardModel
+
+# reward_kwargs that choose the reward model rather than describe the item
+MODEL_KWARGS = ("model", "prompt", "reward")
+
+
+class VerlReward:
+    """A verl ``compute_score`` over one reward model (picklable; safe from many threads).
+
+    Args:
+        rm: the reward model; None = the process's shared one (ZYN_* variables, or the
+            ``model``/``prompt``/``reward`` reward kwargs of each call).
+        failure: the score of an item that cannot be scored (default $ZYN_FAILURE_REWARD).
+
+    >>> compute_score = VerlReward(ZeroShotRewardModel(judge, tok, prompt="answer_grader"))  # doctest: +SKIP
+    >>> compute_score(data_source="gsm8k", solution_str="42", ground_truth="42",
+    ...               extra_info={"question": "6 * 7?"})  # doctest: +SKIP
+    {'score': 0.93, 'p_yes': 0.93, 'failed': 0.0}
+    """
+
+    def __init__(self, rm: ZeroShotRewardModel | None = None, failure: float | None = None):
+        self.rm = rm
+        self.failure = failure
+
+    def __call__(self, data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
+                 extra_info: dict | None = None, **kwargs: Any) -> dict[str, float]:
+        rm = self.rm or shared_reward_model(**{k: kwargs[k] for k in MODEL_KWARGS if k in kwargs})
+        record = verl_record(data_source, solution_str, ground_truth, extra_info)
+        try:
+            scores = rm.score_detailed([record])
+        except (InputError, PromptError):  # this item alone is unscorable (bad content, a missing field)
+            return self.failed()
+        reward, p = scores.rewards[0], scores.p_yes[0]
+        if not math.isfinite(reward):
+            return self.failed()
+        return {"score": reward, "p_yes": p, "failed": 0.0}
+
+    async def score_async(self, **kwargs: Any) -> dict[str, float]:
+        """The same, awaited: scores in a worker thread so the event loop stays free."""
+        return await asyncio.to_thread(self, **kwargs)
+
+    def failed(self) -> dict[str, float]:
+        score = failure_reward() if self.failure is None else self.failure
+        return {"score": score, "p_yes": 0.5, "failed": 1.0}
+
+
+def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict | None) -> dict:
+    """The zyn record for one verl item: the response as the completion, the prompt from
+    ``extra_info`` when it is there (text or chat messages), the ground truth as the
+    ``reference`` field (as the answer_grader prompt set reads it).
+
+    >>> verl_record("gsm8k", "42", "42", {"question": "6 * 7?", "index": 3})
+    {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k'}
+    >>> verl_record("chat", "Hi!", None, {"prompt": [{"role": "user", "content": "Hello"}]})["messages"]
+    [{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi!'}]
+    """
+    extra = extra_info if isinstance(extra_info, dict) else {}
+    prompt = extra.get("prompt", extra.get("question"))
+    completion = "" if solution_str is None else str(solution_str)
+    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        record: dict[str, Any] = {"messages": [dict(m) for m in prompt] + [{"role": "assistant",
+                                                                             "content": completion}]}
+    else:
+        record = {"prompt": "" if prompt is None else str(prompt), "completion": completion}
+    record["reference"] = "" if ground_truth is None else str(ground_truth)
+    record["data_source"] = "" if data_source is None else str(data_source)
+    return record
+
+
+_default = VerlReward()
+
+
+def compute_score(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
+                  extra_info: dict | None = None, **kwargs: Any) -> dict[str, float]:
+    """verl's ``compute_score`` over the process's shared reward model (see module doc)."""
+    return _default(data_source=data_source, solution_str=solution_str, ground_truth=ground_truth,
+                    extra_info=extra_info, **kwargs)
+
+
+async def compute_score_async(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
+                              extra_info: dict | None = None, **kwargs: Any) -> dict[str, float]:
+    """`compute_score` as a coroutine function: verl awaits it on its reward loop while
+    the scoring runs in a worker thread (the shape verl needs for an async hook)."""
+    return await asyncio.to_thread(compute_score, data_source, solution_str, ground_truth, extra_info, **kwargs)
