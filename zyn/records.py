@@ -41,7 +41,7 @@ def read_records(path: str, field: str = "text") -> tuple[list[tuple[int, dict]]
     good: list[tuple[int, dict]] = []
     bad: list[BadLine] = []
     for line, row in rows:
-        reason = row if isinstance(row, str) else _check_record(row, field)
+        reason = row if isinstance(row, str) else check_record(row, field)
         if reason:
             bad.append(BadLine(line, reason))
         else:
@@ -80,7 +80,7 @@ def _csv_rows(text: str) -> Iterable[tuple[int, Any]]:
         yield reader.line_num, dict(row)
 
 
-def _check_record(row: Any, field: str) -> str | None:
+def check_record(row: Any, field: str) -> str | None:
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
     if field in row:
@@ -125,6 +125,24 @@ def check_output(output: str, input_path: str) -> None:
 
 
 @contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary file name next to `path`, renamed over `path` when the block ends
+    without an error (the caller writes and closes the file inside the block)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[IO[str]]:
     """A text file that appears at `path` only when the block ends without an error.
 
@@ -135,15 +153,5 @@ def atomic_output(path: str) -> Iterator[IO[str]]:
     if path == "-":
         yield sys.stdout
         return
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        yield f

@@ -1,90 +1,221 @@
-"""`zyn score`: add P(yes) and reward columns to every record of a JSONL or CSV file.
+"""`zyn score`: add P(yes) and reward columns to every record of a JSONL, CSV or Parquet
+file or a `datasets` dataset, at any size.
 
-Bad records: every line is read and rendered through the prompt set before the model
-runs, and a record that still fails while scoring is found by scoring its chunk in
-halves. By default any bad record stops the run and every bad line is listed with its
-number (exit 2), and nothing is written. With --skip-bad the good rows are scored and
-written and the bad lines are listed on standard error (exit 0).
+Streaming: the input is read and scored CHUNK rows at a time (--chunk-rows), so memory
+does not grow with the number of rows; the output is JSONL, CSV or Parquet, by its
+extension.
 
-The output appears only when the run succeeds: it is written under a temporary name
-next to --output and renamed at the end, so an error or Ctrl-C leaves a previous
-output untouched. The output may not be the input.
+Resumable: each scored chunk is committed to OUTPUT.parts/ (a file per row range,
+written under a temporary name and renamed), and when every chunk is in, the parts
+are joined into OUTPUT in one rename and the folder removed. After a crash, kill or
+Ctrl-C, rerun with --resume: no row is scored twice and none is lost. Without
+--resume an unfinished OUTPUT.parts/ is an error.
+
+Sharded: --shard I/N (set by itself under `accelerate launch` or torchrun, one shard
+per process, on cuda:LOCAL_RANK) scores the I-th of N contiguous row ranges into
+STEM-0000I-of-0000N.EXT next to OUTPUT; `zyn merge OUTPUT SHARDS...` joins them in
+input order.
+
+Selection: --group-by FIELD with --keep best (best of n) or --pairs (TRL preference
+pairs with their margin), and --min-p P, run over the scored rows in one streaming
+pass; a group's rows must be adjacent.
+
+Bad records: each row is checked and rendered through the prompt set before the
+model sees its chunk, and a record that still fails while scoring is found by
+scoring its chunk in halves. By default a bad record stops the run and the bad lines
+of its chunk are listed with their numbers (exit 2); nothing of that chunk is
+committed and OUTPUT is untouched. With --skip-bad the good rows are scored and the
+bad ones listed on standard error (exit 0). The output may not be the input.
 """
 from __future__ import annotations
 
 import argparse
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
+from ..corpus.output import join_parts
+from ..corpus.parts import STOPPED_ON_BAD_ROWS, WorkFolder
+from ..corpus.readers import Row, input_kind, open_input
+from ..corpus.select import Selector
+from ..corpus.shards import local_device, parse_shard, shard_from_env, shard_path, shard_range
+from ..corpus.writers import output_kind
 from ..errors import InputError, ZynError
-from ..records import BadLine, RecordWriter, atomic_output, check_output, input_format, read_records
+from ..records import check_output, check_record
 from .common import add_model_options, load_reward_model
 
-CHUNK = 256  # records per scoring call: bounds memory and drives the progress bar
+CHUNK = 1024  # rows per commit and per scoring call: bounds memory and the work a crash loses
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="score every record of a JSONL/CSV file",
+    p = sub.add_parser("score", help="score every record of a JSONL/CSV/Parquet file or dataset",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_options(p)
-    p.add_argument("--input", required=True, help="FILE.jsonl, FILE.csv or - (JSONL on standard input)")
+    p.add_argument("--input", required=True, help="FILE.jsonl, FILE.csv, FILE.parquet, a folder saved by "
+                   "datasets' save_to_disk, hf:NAME[:SPLIT], or - (JSONL on standard input)")
     p.add_argument("--field", default="text", help="the field holding the text to judge (default: text)")
-    p.add_argument("--output", default="-", help="output file (.jsonl or .csv); default standard output")
+    p.add_argument("--output", default="-", help="output file (.jsonl, .csv or .parquet); default standard output")
     p.add_argument("--skip-bad", action="store_true", help="score the good rows and list the bad ones")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run in OUTPUT.parts/")
+    p.add_argument("--shard", metavar="I/N", help="score only the I-th of N contiguous row ranges "
+                   "(default under accelerate/torchrun: RANK/WORLD_SIZE)")
+    p.add_argument("--chunk-rows", type=int, default=CHUNK, help=f"rows per commit (default {CHUNK})")
+    add_selection_options(p)
     p.set_defaults(func=run)
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-by", metavar="FIELD", help="adjacent rows with equal FIELD form a group")
+    p.add_argument("--keep", choices=["best"], help="keep the highest-reward row of each group (best of n)")
+    p.add_argument("--pairs", action="store_true", help="write one chosen/rejected pair per group "
+                   "(TRL preference format: prompt, chosen, rejected, margin)")
+    p.add_argument("--min-p", type=float, metavar="P", help="drop rows whose P(yes) is below P")
+
+
+def selector_of(args: argparse.Namespace) -> Selector:
+    return Selector(group_by=args.group_by, keep=args.keep, pairs=args.pairs, min_p=args.min_p,
+                    field=getattr(args, "field", "text"))
 
 
 def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
-    check_output(args.output, args.input)
-    good, bad = read_records(args.input, args.field)
+    selector = selector_of(args)  # option errors before anything is read
+    if args.chunk_rows < 1:
+        raise InputError("--chunk-rows must be at least 1")
+    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    if shard and args.group_by:
+        raise InputError("--group-by with shards: a group may cross a shard's edge; "
+                         "pass it to `zyn merge` instead")
+    if args.device is None and shard:
+        args.device = local_device()
+    if args.output == "-":
+        if shard or args.resume:
+            raise InputError("--shard and --resume need --output FILE")
+        return _to_stdout(args, selector, err)
+    output = shard_path(args.output, *shard) if shard else args.output
+    check_output(output, args.input)
+    reader = open_input(args.input)
+    total = None if args.input == "-" else reader.count()
+    start, end = shard_range(*shard, total) if shard else (0, total)
     rm = load_reward_model(args)
-    good = _renderable(rm.prompt_set, good, args.field, bad)
-    _stop_unless_skipping(bad, args)
-    names = [q.name for q in rm.prompt_set.questions]
-    fmt = input_format(args.output) if args.output != "-" else input_format(args.input)
-    scored = 0
-    with atomic_output(args.output) as out, \
-            Progress(console=err, transient=True, disable=len(good) <= CHUNK) as progress:
-        writer = RecordWriter(out, fmt)
-        task = progress.add_task("scoring", total=len(good))
-        for start in range(0, len(good), CHUNK):
-            rows = _score_chunk(rm, good[start:start + CHUNK], args.field, names, bad)
-            _stop_unless_skipping(bad, args)  # before anything of this chunk is written
-            writer.write(rows)
-            scored += len(rows)
-            progress.advance(task, min(CHUNK, len(good) - start))
-    bad.sort(key=lambda b: b.line)
-    for b in bad:
-        err.print(f"skipped line {b.line}: {b.reason}", markup=False)
-    if bad:
-        err.print(f"{scored} rows scored, {len(bad)} bad line(s) skipped", markup=False)
+    fmt = output_kind(output)
+    notes: list[str] = []
+    folder = WorkFolder.open(output, "parquet" if fmt == "parquet" else "jsonl", _run_key(args, reader, start, end),
+                             resume=args.resume, notes=notes)
+    for note in notes:
+        err.print(note, markup=False)
+    done = folder.resume_point(start)
+    try:
+        _score_into(folder, rm, reader, done, end, args, err, total=None if end is None else end - start,
+                    done=done - start)
+    except KeyboardInterrupt:
+        err.print(f"{folder.committed_rows()} rows committed in {folder.path}: rerun with --resume to continue",
+                  markup=False)
+        raise
+    bad = folder.bad_rows()
+    scored = folder.committed_rows() - len(bad)
+    join_parts(folder, output, fmt, selector)
+    folder.remove()
+    _report_skipped(err, bad, reader.unit, scored)
     return 0
 
 
-def _renderable(prompt_set, good: list[tuple[int, dict]], field: str, bad: list[BadLine]) -> list[tuple[int, dict]]:
-    """The records that render through every question; the others join `bad` by line."""
-    kept = []
-    for line, record in good:
-        try:
-            prompt_set.render(_as_input(record, field))
-        except ZynError as e:
-            bad.append(BadLine(line, _reason(e)))
+def _run_key(args, reader, start: int, end: int | None) -> dict:
+    """What the committed parts depend on: a resumed run must match it."""
+    return {"input": reader.identity(), "input_kind": input_kind(args.input), "field": args.field,
+            "model": args.model, "prompt": args.prompt, "reward": args.reward, "dtype": args.dtype,
+            "rows": [start, end], "chunk_rows": args.chunk_rows}
+
+
+def _progress(err: Console, total: int | None, done: int, chunk: int) -> Progress:
+    return Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=total is not None and total - done <= chunk)
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f} rows/s" if task.speed else "- rows/s")
+
+
+def _score_into(folder: WorkFolder, rm, reader, start: int, end: int | None, args, err, *, total, done) -> None:
+    """Score rows [start, end) chunk by chunk, committing each chunk to `folder`."""
+    names = [q.name for q in rm.prompt_set.questions]
+    with _progress(err, total, done, args.chunk_rows) as progress:
+        task = progress.add_task("scoring", total=total, completed=done)
+        for chunk in reader.chunks(start, end, args.chunk_rows):
+            rows, bad = score_rows(rm, chunk, args.field, names)
+            if bad and not args.skip_bad:
+                folder.mark_stopped(STOPPED_ON_BAD_ROWS)
+                _stop(bad, args, reader.unit, kept=folder.committed_rows(), folder=folder)
+            folder.commit(chunk[0].index, chunk[-1].index + 1, rows, bad)
+            progress.advance(task, len(chunk))
+
+
+def _to_stdout(args, selector: Selector, err: Console) -> int:
+    """Stream scored rows to standard output (no parts, no resume)."""
+    import sys
+
+    from ..corpus.writers import CsvWriter, JsonlWriter
+
+    reader = open_input(args.input)
+    rm = load_reward_model(args)
+    names = [q.name for q in rm.prompt_set.questions]
+    writer = CsvWriter(sys.stdout) if input_kind(args.input) == "csv" else JsonlWriter(sys.stdout)
+    all_bad: list[tuple[int, str]] = []
+    scored = 0
+    for chunk in reader.chunks(0, None, args.chunk_rows):
+        rows, bad = score_rows(rm, chunk, args.field, names)
+        if bad and not args.skip_bad:
+            _stop(bad, args, reader.unit)
+        all_bad += bad
+        scored += len(rows)
+        writer.write(selector.feed(rows))
+    writer.write(selector.finish())
+    writer.close()
+    _report_skipped(err, all_bad, reader.unit, scored)
+    return 0
+
+
+# ----------------------------------------------------------------------------- one chunk
+
+def score_rows(rm, chunk: list[Row], field: str, names: list[str]) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The annotated records of `chunk` and its bad rows as (number, reason), in input order.
+
+    Each row is parsed, checked and rendered first; the rest are scored together, and
+    where scoring raises, in halves down to single records.
+    """
+    bad: list[tuple[int, str]] = []
+    ok: list[tuple[int, dict]] = []
+    for row in chunk:
+        reason = row.value if isinstance(row.value, str) else check_record(row.value, field)
+        if reason is None:
+            try:
+                rm.prompt_set.render(_as_input(row.value, field))
+            except ZynError as e:
+                reason = _reason(e)
+        if reason is None:
+            ok.append((row.number, row.value))
         else:
-            kept.append((line, record))
-    return kept
+            bad.append((row.number, reason))
+    rows = _score_chunk(rm, ok, field, names, bad)
+    bad.sort()
+    return rows, bad
 
 
 def _score_chunk(rm, chunk: list[tuple[int, dict]], field: str, names: list[str],
-                 bad: list[BadLine]) -> list[dict]:
+                 bad: list[tuple[int, str]]) -> list[dict]:
     """Annotated records of `chunk`; where scoring raises, halves are scored apart down
     to single records, and those that still fail join `bad` with their line."""
+    if not chunk:
+        return []
     try:
         scores = rm.score_detailed([_as_input(r, field) for _, r in chunk])
     except Exception as e:  # noqa: BLE001 - a record fails alone, whatever it raises
+        if _not_the_records(e):
+            raise
         if len(chunk) == 1:
-            bad.append(BadLine(chunk[0][0], _reason(e)))
+            bad.append((chunk[0][0], _reason(e)))
             return []
         half = len(chunk) // 2
         return (_score_chunk(rm, chunk[:half], field, names, bad)
@@ -92,14 +223,34 @@ def _score_chunk(rm, chunk: list[tuple[int, dict]], field: str, names: list[str]
     return [_annotate(r, i, scores, names) for i, (_, r) in enumerate(chunk)]
 
 
-def _stop_unless_skipping(bad: list[BadLine], args: argparse.Namespace) -> None:
-    if not bad or args.skip_bad:
-        return
-    bad.sort(key=lambda b: b.line)
-    lines = "\n".join(f"  line {b.line}: {b.reason}" for b in bad[:20])
+def _not_the_records(e: Exception) -> bool:
+    """Failures of the machine or the server, not of a record: the run stops (resumable)
+    instead of blaming every row of the chunk."""
+    import sys
+
+    if isinstance(e, (OSError, MemoryError)) or "OutOfMemory" in type(e).__name__:
+        return True
+    remote = sys.modules.get("zyn.backends.remote.errors")  # loaded when a remote backend is in use
+    if remote is None or not isinstance(e, remote.RemoteError):
+        return False
+    return not (isinstance(e, remote.RemoteStatusError) and 400 <= e.status < 500)
+
+
+def _stop(bad: list[tuple[int, str]], args: argparse.Namespace, unit: str, kept: int = 0, folder=None) -> None:
+    lines = "\n".join(f"  {unit} {n}: {reason}" for n, reason in bad[:20])
     more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    after = (f"\n  ({kept} rows scored before them are kept in {folder.path}: "
+             "--resume --skip-bad continues from there)" if kept else "")
     raise InputError(f"{len(bad)} bad record(s) in {args.input}, nothing written "
-                     f"(fix them or pass --skip-bad):\n{lines}{more}")
+                     f"(fix them or pass --skip-bad):\n{lines}{more}{after}")
+
+
+def _report_skipped(err: Console, bad: list[tuple[int, str]], unit: str, scored: int | None) -> None:
+    for n, reason in sorted(bad):
+        err.print(f"skipped {unit} {n}: {reason}", markup=False)
+    if bad:
+        head = f"{scored} rows scored, " if scored is not None else ""
+        err.print(f"{head}{len(bad)} bad {unit}(s) skipped", markup=False)
 
 
 def _reason(e: BaseException) -> str:

@@ -1,0 +1,216 @@
+"""Inputs as numbered rows, read a chunk at a time.
+
+A row is every non-blank line of JSONL, every data record of CSV, every row of a
+Parquet file or `datasets` dataset. Rows are indexed from 0 (the index names the
+row ranges of parts and shards) and carry the number a person would look up: the
+line of a JSONL or CSV file, the 1-based row of a Parquet file or dataset.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import InputError
+
+FORMATS = ("jsonl", "csv", "parquet", "dataset")
+
+
+@dataclass(frozen=True)
+class Row:
+    index: int   # 0-based position among the input's rows
+    number: int  # the line (JSONL, CSV) or 1-based row (Parquet, dataset) to report
+    value: Any   # the parsed record, or a str saying why the row could not be parsed
+
+
+def input_kind(spec: str) -> str:
+    """"jsonl", "csv", "parquet" or "dataset", from the input's name ("-" is JSONL on stdin).
+
+    A folder is a dataset saved with `datasets.Dataset.save_to_disk`; ``hf:NAME`` or
+    ``hf:NAME:SPLIT`` is a dataset on a hub.
+    """
+    low = str(spec).lower()
+    if low.startswith("hf:") or (spec != "-" and Path(spec).is_dir()):
+        return "dataset"
+    if low.endswith(".csv"):
+        return "csv"
+    if low.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "jsonl"
+
+
+def open_input(spec: str) -> "Reader":
+    kind = input_kind(spec)
+    if kind == "dataset":
+        return DatasetReader(spec)
+    if spec != "-" and not Path(spec).is_file():
+        raise InputError(f"input: no such file {spec!r}")
+    return {"jsonl": JsonlReader, "csv": CsvReader, "parquet": ParquetReader}[kind](spec)
+
+
+class Reader:
+    """Rows of one input. `rows(start, stop)` streams; `count()` may read the whole input."""
+
+    unit = "line"
+
+    def __init__(self, spec: str):
+        self.spec = spec
+
+    def count(self) -> int:
+        return sum(1 for _ in self.rows())
+
+    def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What says the input is unchanged since a run began (size and modification time)."""
+        if self.spec == "-":
+            return {}
+        st = os.stat(self.spec)
+        return {"path": os.path.abspath(self.spec), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def chunks(self, start: int, stop: int | None, size: int) -> Iterator[list[Row]]:
+        chunk: list[Row] = []
+        for row in self.rows(start, stop):
+            chunk.append(row)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _decoded_lines(spec: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file or stdin; a byte that is not UTF-8 is an InputError."""
+    stream = sys.stdin.buffer if spec == "-" else open(spec, "rb")
+    offset = 0
+    try:
+        for n, raw in enumerate(stream, start=1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                name = "standard input" if spec == "-" else spec
+                raise InputError(f"input: {name} is not UTF-8 text (line {n}, byte {offset + e.start}: "
+                                 f"{raw[e.start:e.start + 1]!r}); convert it, e.g. with iconv -t UTF-8") from None
+            offset += len(raw)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class JsonlReader(Reader):
+    def count(self) -> int:
+        # a counting pass need not parse JSON; bytes suffice (every non-blank line is a row)
+        if self.spec == "-":
+            raise InputError("standard input cannot be counted; give a file")
+        with open(self.spec, "rb") as f:
+            return sum(1 for raw in f if raw.strip())
+
+    def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
+        index = 0
+        for n, text in _decoded_lines(self.spec):
+            if not text.strip():
+                continue
+            if stop is not None and index >= stop:
+                return
+            if index >= start:
+                yield Row(index, n, _parse_json(text))
+            index += 1
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at column {e.colno})"
+
+
+class CsvReader(Reader):
+    def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
+        reader = csv.DictReader(text for _, text in _decoded_lines(self.spec))
+        for index, record in enumerate(reader):
+            if stop is not None and index >= stop:
+                return
+            if index >= start:
+                yield Row(index, reader.line_num, dict(record))
+
+
+class _ArrowRows(Reader):
+    """Rows of Arrow record batches, numbered from 1."""
+
+    unit = "row"
+
+    def _batches(self, start: int, stop: int | None):
+        raise NotImplementedError
+
+    def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
+        index = start
+        for batch in self._batches(start, stop):
+            for record in batch.to_pylist():
+                yield Row(index, index + 1, record)
+                index += 1
+
+
+class ParquetReader(_ArrowRows):
+    def _file(self):
+        try:
+            import pyarrow.parquet as pq
+        except ModuleNotFoundError as e:
+            raise InputError("reading Parquet needs pyarrow: pip install 'zyn[corpus]'") from e
+        return pq.ParquetFile(self.spec)
+
+    def count(self) -> int:
+        return self._file().metadata.num_rows  # no pass over the data
+
+    def _batches(self, start: int, stop: int | None):
+        f = self._file()
+        stop = f.metadata.num_rows if stop is None else stop
+        # skip whole row groups before `start` through the metadata, then slice
+        first, seen = 0, 0
+        while first < f.num_row_groups and seen + f.metadata.row_group(first).num_rows <= start:
+            seen += f.metadata.row_group(first).num_rows
+            first += 1
+        pos = seen
+        groups = list(range(first, f.num_row_groups))
+        if not groups:
+            return
+        for batch in f.iter_batches(batch_size=1024, row_groups=groups):
+            lo, hi = max(start - pos, 0), min(stop - pos, batch.num_rows)
+            if hi > lo:
+                yield batch.slice(lo, hi - lo)
+            pos += batch.num_rows
+            if pos >= stop:
+                return
+
+
+class DatasetReader(_ArrowRows):
+    """A `datasets` dataset: a folder saved with save_to_disk, or ``hf:NAME[:SPLIT]`` on a hub."""
+
+    def _dataset(self):
+        import datasets
+
+        if self.spec.lower().startswith("hf:"):
+            name, _, split = self.spec[3:].partition(":")
+            return datasets.load_dataset(name, split=split or "train")
+        ds = datasets.load_from_disk(self.spec)  # memory-mapped Arrow: rows stay on disk
+        if isinstance(ds, datasets.DatasetDict):
+            if len(ds) != 1:
+                raise InputError(f"input: {self.spec} holds splits {sorted(ds)}; give the split's folder")
+            ds = next(iter(ds.values()))
+        return ds
+
+    def count(self) -> int:
+        return len(self._dataset())
+
+    def identity(self) -> dict:
+        return {"dataset": self.spec, "fingerprint": getattr(self._dataset(), "_fingerprint", None)}
+
+    def _batches(self, start: int, stop: int | None):
+        ds = self._dataset().with_format("arrow")  # slices are pyarrow Tables
+        stop = len(ds) if stop is None else min(stop, len(ds))
+        for lo in range(start, stop, 1024):
+            yield ds[lo:min(lo + 1024, stop)]
