@@ -13,7 +13,7 @@ import warnings
 
 from ..errors import ZynError
 
-_GROUPS = ("score", "prompts", "models", "eval", "probe", "serve")
+_GROUPS = ("score", "merge", "prompts", "models", "eval", "probe", "serve")
 
 
 class CommandError(ZynError):
