@@ -1,0 +1,102 @@
+"""TRL: AsyncTRLReward is detected, named and awaited as TRL 1.x does it, and trains in a real GRPOTrainer.
+
+TRL's GRPOTrainer._calculate_rewards (trl/trainer/grpo_trainer.py) sorts the reward
+functions with ``trl.trainer.utils.is_async_callable``, names them with
+``get_callable_name``, and awaits the async ones together with ``asyncio.gather`` on an
+event loop in a daemon thread (``start_event_loop_in_daemon``), each as
+``await f(prompts=, completions=, completion_ids=, **reward_kwargs)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+
+import pytest
+
+trl = pytest.importorskip("trl")
+
+from trl.trainer.utils import get_callable_name, is_async_callable, start_event_loop_in_daemon  # noqa: E402
+
+from zyn import AsyncTRLReward, TRLReward, ZeroShotRewardModel  # noqa: E402
+
+PROMPTS = ["This film was", "I walked out of", "The director's latest", "Two hours of"]
+COMPLETIONS = [" a gem.", " the cinema.", " is long.", " joy."]
+
+
+@pytest.fixture(scope="module")
+def rm(tiny_causal):
+    return ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+
+
+def _reward_kwargs(logged: dict) -> dict:
+    return {"split": ["train"] * 4, "trainer_state": None, "log_extra": lambda *a, **k: None,
+            "log_metric": lambda k, v: logged.__setitem__(k, v)}
+
+
+def test_trl_sees_an_async_reward_with_a_stable_name(rm):
+    sync, async_ = rm.as_trl_reward(), rm.as_trl_reward(async_=True)
+    assert isinstance(async_, AsyncTRLReward) and type(sync) is TRLReward
+    assert is_async_callable(async_) and not is_async_callable(sync)
+    assert get_callable_name(async_) == get_callable_name(sync) == "zyn_sentiment_robust"
+    import torch.nn as nn
+
+    assert not isinstance(async_, nn.Module)  # TRL would run a module as a sequence classifier
+    again = pickle.loads(pickle.dumps(async_))
+    assert is_async_callable(again) and again.__name__ == "zyn_sentiment_robust"
+
+
+def test_awaited_on_trls_loop_like_calculate_rewards(rm):
+    sync, async_ = rm.as_trl_reward(), rm.as_trl_reward(async_=True)
+    thread, loop, ready = start_event_loop_in_daemon(name="zyn-test-loop")
+    ready.wait()
+    logged: dict = {}
+    scoring_threads = set()
+    score = rm.score_detailed
+
+    def spy(records):
+        scoring_threads.add(threading.current_thread().name)
+        return score(records)
+
+    rm.score_detailed = spy  # instance attribute: this test's rm only
+    try:
+        async def run_async_funcs():
+            coros = [f(prompts=PROMPTS, completions=COMPLETIONS, completion_ids=[[1]] * 4, **_reward_kwargs(logged))
+                     for f in (async_, async_)]
+            return await asyncio.gather(*coros)
+
+        first, second = asyncio.run_coroutine_threadsafe(run_async_funcs(), loop).result(timeout=120)
+    finally:
+        del rm.score_detailed
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    expected = sync(prompts=PROMPTS, completions=COMPLETIONS, completion_ids=[[1]] * 4, **_reward_kwargs({}))
+    assert first == pytest.approx(expected, abs=1e-6) and second == pytest.approx(expected, abs=1e-6)
+    assert "zyn-test-loop" not in scoring_threads  # the blocking scoring left TRL's loop free
+    assert set(logged) == {"zyn_sentiment_robust/p_yes_filmaffinity", "zyn_sentiment_robust/p_yes_repetitive"}
+
+
+def test_conversational_prompts_async(rm):
+    f = rm.as_trl_reward(async_=True)
+    out = asyncio.run(f(prompts=[[{"role": "user", "content": "Review a film"}]] * 2,
+                        completions=[[{"role": "assistant", "content": "Great!"}],
+                                     [{"role": "assistant", "content": "Bad."}]]))
+    assert len(out) == 2 and all(isinstance(r, float) for r in out)
+
+
+def test_grpo_step_with_the_async_reward(tmp_path, tiny_causal):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from conftest import make_tiny_causal
+
+    policy, tok = make_tiny_causal()
+    reward = ZeroShotRewardModel(*tiny_causal, prompt="sentiment").as_trl_reward(async_=True)
+    args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=4, learning_rate=1e-4, logging_steps=1, report_to="none",
+                      use_cpu=True, bf16=False, save_strategy="no", seed=0)
+    trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=args,
+                          train_dataset=Dataset.from_list([{"prompt": p} for p in PROMPTS]), processing_class=tok)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "rewards/zyn_sentiment/mean" in h]
+    assert len(logged) == 1 and -5.0 <= logged[0]["rewards/zyn_sentiment/mean"] <= 5.0
