@@ -1,0 +1,71 @@
+"""Inputs and outputs at corpus scale: Parquet and `datasets` in, Parquet out, read in
+chunks; bad rows named by row number; reading from a row range."""
+import json
+
+import pytest
+from conftest import make_tiny_causal
+
+from zyn.cli import main
+from zyn.corpus.readers import open_input
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    model, tok = make_tiny_causal()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _table(n):
+    return pa.table({"id": list(range(1, n + 1)), "text": [f"review number {i}" for i in range(1, n + 1)]})
+
+
+def test_parquet_reader_counts_from_metadata_and_slices_row_groups(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(_table(2500), path, row_group_size=300)
+    r = open_input(str(path))
+    assert r.count() == 2500 and r.unit == "row"
+    rows = list(r.rows(599, 1205))  # starts inside the second row group, ends inside the fifth
+    assert [x.index for x in rows] == list(range(599, 1205)) and rows[0].value["id"] == 600
+    assert rows[0].number == 600
+
+
+def test_jsonl_and_csv_readers_number_lines_and_skip_blank_ones(tmp_path):
+    j = tmp_path / "in.jsonl"
+    j.write_text('{"text": "a"}\n\n{"text": "b"}\nnope\n')
+    assert [(x.index, x.number) for x in open_input(str(j)).rows()] == [(0, 1), (1, 3), (2, 4)]
+    assert open_input(str(j)).count() == 3
+    c = tmp_path / "in.csv"
+    c.write_text('text\n"multi\nline"\nb\n')
+    assert [(x.index, x.number, x.value["text"]) for x in open_input(str(c)).rows(1)] == [(1, 4, "b")]
+
+
+def test_parquet_in_parquet_out_with_a_bad_row_named_by_row(model_dir, tmp_path, capsys):
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    t = _table(40)
+    texts = t.column("text").to_pylist()
+    texts[24] = None  # row 25: no text
+    pq.write_table(t.set_column(1, "text", pa.array(texts)), src, row_group_size=16)
+    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "10"]
+    assert main(args) == 2
+    assert "row 25: field 'text' is not a string" in capsys.readouterr().err
+    assert main(args + ["--skip-bad"]) == 0
+    scored = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in scored] == [i for i in range(1, 41) if i != 25]
+    assert all(0 <= r["p_yes"] <= 1 for r in scored)
+    assert "skipped row 25" in capsys.readouterr().err
+
+
+def test_a_saved_dataset_folder_is_an_input(model_dir, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"id": [1, 2, 3], "review": ["good", "bad", "fine"]}).save_to_disk(str(folder))
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--model", model_dir, "--input", str(folder), "--field", "review",
+                 "--output", str(out)]) == 0
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2, 3]
