@@ -152,6 +152,10 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
 
         if batch_size is not None:
             options.setdefault("completion_batch", batch_size)
+        if "," in model:  # several servers: load-balanced, a dead one skipped
+            from .backends.remote.pool import PoolBackend
+
+            return PoolBackend.from_url(model, tokenizer=tokenizer, **options)
         return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype
