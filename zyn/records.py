@@ -90,6 +90,13 @@ def check_record(row: Any, field: str) -> str | None:
     return f"no {field!r} field (nor completion/messages); keys: {sorted(row)[:8]}"
 
 
+def as_input(record: dict, field: str) -> dict:
+    """The record as the prompt set reads it: `field`'s value under "text"."""
+    if field != "text" and field in record:
+        return {**record, "text": record[field]}
+    return record
+
+
 class RecordWriter:
     """Writes records as JSONL, or as CSV with the header taken from the first batch."""
 

@@ -42,7 +42,7 @@ from ..corpus.select import Selector
 from ..corpus.shards import local_device, parse_shard, shard_from_env, shard_path, shard_range
 from ..corpus.writers import output_kind
 from ..errors import InputError, ZynError
-from ..records import check_output, check_record
+from ..records import as_input, check_output, check_record
 from .common import add_model_options, load_reward_model
 
 CHUNK = 1024  # rows per commit and per scoring call: bounds memory and the work a crash loses
@@ -191,7 +191,7 @@ def score_rows(rm, chunk: list[Row], field: str, names: list[str]) -> tuple[list
         reason = row.value if isinstance(row.value, str) else check_record(row.value, field)
         if reason is None:
             try:
-                rm.prompt_set.render(_as_input(row.value, field))
+                rm.prompt_set.render(as_input(row.value, field))
             except ZynError as e:
                 reason = _reason(e)
         if reason is None:
@@ -210,7 +210,7 @@ def _score_chunk(rm, chunk: list[tuple[int, dict]], field: str, names: list[str]
     if not chunk:
         return []
     try:
-        scores = rm.score_detailed([_as_input(r, field) for _, r in chunk])
+        scores = rm.score_detailed([as_input(r, field) for _, r in chunk])
     except Exception as e:  # noqa: BLE001 - a record fails alone, whatever it raises
         if _not_the_records(e):
             raise
@@ -259,12 +259,6 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, ZynError) and text.startswith("item "):
         text = text.split(": ", 1)[-1]
     return text if isinstance(e, ZynError) else f"{type(e).__name__}: {text}"
-
-
-def _as_input(record: dict, field: str) -> dict:
-    if field != "text" and field in record:
-        return {**record, "text": record[field]}
-    return record
 
 
 def _annotate(record: dict, i: int, scores, names: list[str]) -> dict:

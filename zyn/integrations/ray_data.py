@@ -1,0 +1,77 @@
+"""Score a Ray Dataset with `map_batches`: one reward model per actor of a pool.
+
+``ZynScorer`` is a callable class, so Ray builds it once per actor (loading the
+model once) and calls it on batch after batch; its constructor arguments are plain
+values (a model name, folder or URL, a prompt set name or path), so they pickle to
+the actors. Each batch comes back with ``p_yes``, ``reward`` and, for a prompt set of
+several questions, ``p_yes/<question>`` columns.
+
+Example (2 actors on a local cluster)::
+
+    import ray
+    from zyn.integrations.ray_data import ZynScorer
+
+    ray.init(num_cpus=2)
+    ds = ray.data.read_parquet("corpus.parquet")
+    scored = ds.map_batches(ZynScorer, fn_constructor_kwargs={"model": "/models/judge",
+                            "prompt": "sentiment"}, concurrency=2, num_cpus=1, batch_size=256)
+    scored.write_parquet("scored/")
+
+For GPUs pass ``num_gpus=1`` to `map_batches` (each actor sees one device). The model
+may be a remote URL, or several comma-separated (`zyn.backends.remote.pool`): the
+actors then only send requests.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import as_input
+
+
+class ZynScorer:
+    """A `Dataset.map_batches` callable adding P(yes) and reward columns.
+
+    Args:
+        model: what `ZeroShotRewardModel` accepts as a string (hub id, folder, preset,
+            ``openai+http://...`` URL or several comma-separated).
+        prompt: prompt-set name, YAML path or a question.
+        field: the column holding the text to judge ("text" by default; records with
+            ``prompt``/``completion`` or ``messages`` columns work as in `zyn score`).
+        reward, batch_size, device, dtype, **options: as for `ZeroShotRewardModel`.
+    """
+
+    def __init__(self, model: str, prompt: str = "sentiment", *, field: str = "text", reward: str | None = None,
+                 batch_size: int | None = None, device: str | None = None, dtype: str | None = None,
+                 **options: Any):
+        from ..model import ZeroShotRewardModel
+
+        self.field = field
+        self.rm = ZeroShotRewardModel(model, prompt=prompt, reward=reward, batch_size=batch_size, device=device,
+                                      dtype=dtype, **options)
+        self.names = [q.name for q in self.rm.prompt_set.questions]
+
+    def __call__(self, batch):
+        """A batch (dict of numpy arrays, or a pandas DataFrame) with the score columns added."""
+        import numpy as np
+
+        columns = {k: batch[k] for k in batch.columns} if hasattr(batch, "columns") else dict(batch)
+        lists = {k: _as_list(v) for k, v in columns.items()}
+        n = len(next(iter(lists.values()))) if lists else 0
+        records = [{k: v[i] for k, v in lists.items()} for i in range(n)]
+        scores = self.rm.score_detailed([as_input(r, self.field) for r in records])
+        columns["p_yes"] = np.asarray(scores.p_yes, dtype=np.float64)
+        columns["reward"] = np.asarray(scores.rewards, dtype=np.float64)
+        if len(self.names) > 1:
+            for name in self.names:
+                columns[f"p_yes/{name}"] = np.asarray(scores.per_question[name], dtype=np.float64)
+        if hasattr(batch, "columns"):
+            import pandas as pd
+
+            return pd.DataFrame(columns)
+        return columns
+
+
+def _as_list(column) -> list:
+    # numpy arrays of structs or lists hold Python objects; tolist() turns numbers into Python ones
+    values = column.tolist() if hasattr(column, "tolist") else list(column)
+    return [v.tolist() if hasattr(v, "tolist") else v for v in values]
