@@ -270,3 +270,17 @@ def test_trusted_networks_need_no_key_and_others_are_refused(rms):
     check_bind("10.1.2.3", None, trusted_networks=["10.0.0.0/8"])
     with pytest.raises(ValueError, match="CIDR"):
         create_app(rms, trusted_networks=["not-a-net"])
+
+
+def test_openrlhf_queries_with_the_policys_chat_markup_are_judged_as_turns(rms):
+    # query = decode(prompt + response) with special tokens kept, as OpenRLHF builds it
+    prompt = "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nReview a film.<|im_end|>\n<|im_start|>assistant\n"
+    query = prompt + "A wonderful film.<|im_end|><|endoftext|>"
+    app = create_app(rms)
+    with serve_in_thread(app) as url:
+        r = httpx.post(url + "/get_reward", json={"query": [query], "prompts": [prompt]})
+    assert r.status_code == 200
+    expected = rms["sentiment"].score_detailed([{"messages": [
+        {"role": "system", "content": "Be kind."}, {"role": "user", "content": "Review a film."},
+        {"role": "assistant", "content": "A wonderful film."}]}])
+    assert r.json()["rewards"] == pytest.approx(expected.rewards, abs=TOL * 10)

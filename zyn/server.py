@@ -104,6 +104,7 @@ class Settings:
     api_key: str | None
     failure_reward: float
     trusted: tuple = ()            # ip networks whose clients need no key (OpenRLHF sends no headers)
+    policy_chat_format: Any = None  # how /get_reward reads the policy's chat markup (None: recognise it)
 
 
 # =========================================================================== the scoring service
@@ -210,9 +211,14 @@ def _finite(x: float, default: float | None = None) -> float | None:
     return default if x is None or not math.isfinite(x) else x
 
 
-def openrlhf_items(req: OpenRLHFRequest) -> list[dict]:
-    """OpenRLHF sends query = prompt + response: split each query at its prompt when
-    the prompt is a prefix of it, else judge the whole query as the text."""
+def openrlhf_items(req: OpenRLHFRequest, chat_format: Any = None) -> list[dict]:
+    """OpenRLHF sends query = decode(prompt + response) with special tokens kept. Where
+    the policy's chat markup is in it (`chat_format`: a name, the policy's tokenizer, or
+    None to recognise it), the judge gets the turns as messages with the markup and
+    special tokens gone (`zyn.integrations.chatformat.split_query`); plain text is split
+    at its prompt when the prompt is a prefix of it, else judged whole."""
+    from .integrations.chatformat import NONE, resolve_chat_format, split_query
+
     prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
     if len(prompts) != len(req.query):
         raise HTTPException(422, {"error": f"query ({len(req.query)}) and prompts ({len(prompts)}) differ in length"})
@@ -220,7 +226,10 @@ def openrlhf_items(req: OpenRLHFRequest) -> list[dict]:
         raise HTTPException(422, {"error": f"query ({len(req.query)}) and labels ({len(req.labels)}) differ in length"})
     items = []
     for i, (q, p) in enumerate(zip(req.query, prompts)):
-        item = {"prompt": p, "completion": q[len(p):]} if p and q.startswith(p) else {"text": q}
+        if resolve_chat_format(chat_format, q) is not NONE:
+            item = split_query(q, p, chat_format)
+        else:
+            item = {"prompt": p, "completion": q[len(p):]} if p and q.startswith(p) else {"text": q}
         if req.labels is not None:
             item["label"] = req.labels[i]
         items.append(item)
@@ -238,7 +247,7 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
                body_timeout_s: float = DEFAULTS["body_timeout_s"],
                max_queue_items: int = DEFAULTS["max_queue_items"],
                failure_reward: float = DEFAULTS["failure_reward"],
-               trusted_networks: Sequence[str] = ()) -> FastAPI:
+               trusted_networks: Sequence[str] = (), policy_chat_format: Any = None) -> FastAPI:
     """The reward service over `models` ({prompt-set name: ZeroShotRewardModel}).
 
     Args:
@@ -262,11 +271,14 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
         trusted_networks: CIDR ranges (e.g. ``10.0.0.0/8``) whose clients may call without
             the key, for trainers that send no headers (OpenRLHF); with no key set, clients
             outside them are refused (403).
+        policy_chat_format: the policy's chat format for /get_reward queries: "chatml",
+            "llama3", "gemma", "none", the policy's tokenizer, or None to recognise the
+            named formats by their markers.
     """
     api_key = api_key if api_key is not None else (os.environ.get("ZYN_API_KEY") or None)
     settings = Settings(default or next(iter(models)), max_items, max_chars, max_request_chars, max_body_bytes,
                         request_timeout_s, body_timeout_s, api_key, float(failure_reward),
-                        parse_networks(trusted_networks))
+                        parse_networks(trusted_networks), policy_chat_format)
     service = RewardService(models, settings, dict(batch_size=batch_size, max_wait_ms=max_wait_ms,
                                                    max_queue_items=max_queue_items))
 
@@ -329,7 +341,7 @@ async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
     gets the failure reward, and ``extra_logs["zyn/failed"]`` marks it."""
     service = _service(request)
     key = service.settings.default
-    items = openrlhf_items(body)
+    items = openrlhf_items(body, service.settings.policy_chat_format)
     try:
         scored: list[Scored | None] = list(await service.score(key, items, "get_reward"))
     except HTTPException as e:

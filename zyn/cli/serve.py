@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds a client has to send its request headers (connection closed after)")
     p.add_argument("--max-connections", type=int, default=d["max_connections"],
                    help="most open connections and requests at once (503 beyond)")
+    p.add_argument("--policy-chat-format", default="auto",
+                   help="how /get_reward reads the policy's chat markup in OpenRLHF's query: auto (recognise "
+                   "chatml, llama3, gemma by their markers), one of those names, none, or a folder with the "
+                   "policy's tokenizer")
     p.add_argument("--failure-reward", type=float, default=d["failure_reward"],
                    help="reward /get_reward gives an item that cannot be scored (never null)")
     p.set_defaults(func=run)
@@ -66,12 +70,22 @@ def run(args: argparse.Namespace) -> int:
                             max_request_chars=args.max_request_chars, max_body_bytes=int(args.max_body_mb * 2**20),
                             api_key=args.api_key or None, batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
                             request_timeout_s=args.timeout, body_timeout_s=args.body_timeout,
-                            failure_reward=args.failure_reward, trusted_networks=args.trusted_network)
+                            failure_reward=args.failure_reward, trusted_networks=args.trusted_network,
+                            policy_chat_format=_chat_format(args.policy_chat_format))
     log.warning("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
     server.uvicorn_server(app, args.host, args.port, header_timeout_s=args.header_timeout,
                           max_connections=args.max_connections, log_level="info" if args.verbose else "warning",
                           graceful_s=args.timeout + 10).run()
     return 0
+
+
+def _chat_format(spec: str):
+    """A named chat format as is; a folder as the policy's tokenizer (its chat template)."""
+    if spec == "auto" or not os.path.isdir(spec):
+        return None if spec == "auto" else spec
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec)
 
 
 def load_models(args: argparse.Namespace) -> dict:
