@@ -43,7 +43,7 @@ def test_map_batches_on_an_actor_pool_of_two(model_dir, cluster):
     texts = [f"review number {i} " + "great " * (i % 5) for i in range(64)]
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
     scored = ds.map_batches(ZynScorer, fn_constructor_kwargs={"model": model_dir, "prompt": "sentiment"},
-                            concurrency=2, num_cpus=1, batch_size=8)
+                            compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=8)
     rows = sorted(scored.take_all(), key=lambda r: r["id"])
     expected = ZeroShotRewardModel(model_dir, prompt="sentiment").score_detailed(texts)
     assert [r["id"] for r in rows] == list(range(64))

@@ -14,7 +14,8 @@ Example (2 actors on a local cluster)::
     ray.init(num_cpus=2)
     ds = ray.data.read_parquet("corpus.parquet")
     scored = ds.map_batches(ZynScorer, fn_constructor_kwargs={"model": "/models/judge",
-                            "prompt": "sentiment"}, concurrency=2, num_cpus=1, batch_size=256)
+                            "prompt": "sentiment"}, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1,
+                            batch_size=256)
     scored.write_parquet("scored/")
 
 For GPUs pass ``num_gpus=1`` to `map_batches` (each actor sees one device). The model
