@@ -15,16 +15,28 @@ model it loaded itself, and checks the whole model's logits before and after, un
 the swaps with `undo` on a mismatch). A linear layer whose parent module reads its
 ``.weight`` (T5's MLP casts to ``wo.weight.dtype``) is left alone: oneDNN's packed
 copy replaces that weight.
+
+Which kernel is faster is measured once per machine, not once per process: the answer
+(and `precision`'s bf16-or-float32 answer) is kept in the zyn cache folder under a key
+of the CPU's model name and flags, torch's version and the thread count
+(`cached_choice`), so a second process reads it instead of measuring again; a changed
+CPU or torch makes a new key. ``ZYN_NO_CHOICE_CACHE=1`` measures in every process.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import inspect
+import json
 import mmap
+import os
+import platform
+import tempfile
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -140,6 +152,11 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
     """
     if not onednn_available():
         return False
+    name = f"onednn_is_faster/{str(dtype).removeprefix('torch.')}/{min_gain}/{rounds}"
+    return bool(cached_choice(name, lambda: _measure_onednn(dtype, min_gain, rounds)))
+
+
+def _measure_onednn(dtype: torch.dtype, min_gain: float, rounds: int) -> bool:
     try:
         onednn, default = best_of_rounds(lambda: matmul_rate(dtype, "onednn", repeats=3),
                                          lambda: matmul_rate(dtype, "default", repeats=3), rounds=rounds,
@@ -147,6 +164,66 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
         return onednn >= min_gain * default
     except RuntimeError:  # a build whose oneDNN lacks this dtype
         return False
+
+
+# ---------------------------------------------------------------------- measured choices, kept per machine
+
+def machine_key() -> dict:
+    """What a measured kernel or precision choice depends on: the CPU (model name and a
+    hash of its flags), torch's build, and the threads torch uses."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:  # the first processor's lines
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux: the name platform gives
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = " ".join(sorted((info.get("flags") or info.get("Features") or "").split()))
+    return {"cpu": name, "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+            "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "torch_git": getattr(torch.version, "git_version", ""), "threads": torch.get_num_threads()}
+
+
+def choice_file(machine: dict | None = None) -> Path:
+    """The file that keeps this machine's measured choices (in the zyn cache folder)."""
+    from ...models.cache import cache_root
+
+    machine = machine_key() if machine is None else machine
+    key = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / "choices" / f"cpu-{key}.json"
+
+
+def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
+    """`measure()`'s (JSON) value for `name`, measured once per machine: read from
+    `choice_file` when it holds it, else measured and written there. A file that cannot
+    be read or written is ignored (the choice is measured, never fails); with
+    ``ZYN_NO_CHOICE_CACHE`` set, always measured."""
+    if os.environ.get("ZYN_NO_CHOICE_CACHE"):
+        return measure()
+    machine = machine_key()
+    path = choice_file(machine)
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("machine") != machine or not isinstance(data.get("choices"), dict):
+            data = None
+    except (OSError, ValueError):
+        data = None
+    data = data or {"machine": machine, "choices": {}}
+    if name in data["choices"]:
+        return data["choices"][name]
+    value = measure()
+    data["choices"][name] = value
+    try:  # atomically: a reader sees the old file or the new one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".choices-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return value
 
 
 Swap = tuple[nn.Module, str, nn.Module]  # (parent, child name, the child swapped out)

@@ -7,7 +7,8 @@
 
 CPUs differ (one with avx512_bf16 multiplies bf16 several times faster than float32,
 one without it several times slower; see benchmarks/RESULTS.md), so no fixed choice is
-right everywhere: "fast" times each precision with its fastest kernel, once per process.
+right everywhere: "fast" times each precision with its fastest kernel, once per machine
+(the answer is kept in the zyn cache folder; see `kernels.cached_choice`).
 """
 from __future__ import annotations
 
@@ -54,10 +55,16 @@ def parse_dtype(dtype: Any) -> torch.dtype:
 @functools.cache
 def fastest_cpu_dtype(min_gain: float = 1.5) -> torch.dtype:
     """bfloat16 if this CPU multiplies bf16 matrices at least `min_gain` times faster
-    than float32, each with its fastest kernel (measured once per process, a few
-    seconds), else float32."""
+    than float32, each with its fastest kernel, else float32. Measured once per machine
+    (a few seconds) and kept in the zyn cache folder (`kernels.cached_choice`)."""
+    from .kernels import cached_choice
+
+    return parse_dtype(cached_choice(f"fastest_cpu_dtype/{min_gain}", lambda: _measure_fastest(min_gain)))
+
+
+def _measure_fastest(min_gain: float) -> str:
     from .kernels import best_of_rounds, fastest_matmul_rate
 
     fp32, bf16 = best_of_rounds(lambda: fastest_matmul_rate(torch.float32),
                                 lambda: fastest_matmul_rate(torch.bfloat16))
-    return torch.bfloat16 if bf16 >= min_gain * fp32 else torch.float32
+    return "bfloat16" if bf16 >= min_gain * fp32 else "float32"

@@ -1,0 +1,120 @@
+"""The kernel and precision choices are measured once per machine and kept in the zyn cache.
+
+A second process reads them instead of measuring; a different CPU or torch (another
+key) measures again; an unreadable or foreign file is measured over, never an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zyn.backends.hf import kernels, precision
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZYN_CACHE", str(tmp_path))
+    monkeypatch.delenv("ZYN_NO_CHOICE_CACHE", raising=False)
+    kernels.onednn_is_faster.cache_clear()
+    precision.fastest_cpu_dtype.cache_clear()
+    yield tmp_path
+    kernels.onednn_is_faster.cache_clear()
+    precision.fastest_cpu_dtype.cache_clear()
+
+
+def counting(monkeypatch, module, name, value):
+    calls = []
+
+    def measure(*args):
+        calls.append(args)
+        return value
+    monkeypatch.setattr(module, name, measure)
+    return calls
+
+
+def test_measured_once_then_read(cache, monkeypatch):
+    calls = counting(monkeypatch, kernels, "_measure_onednn", True)
+    monkeypatch.setattr(kernels, "onednn_available", lambda: True)
+    assert kernels.onednn_is_faster(torch.float32) is True
+    kernels.onednn_is_faster.cache_clear()  # as a new process would
+    assert kernels.onednn_is_faster(torch.float32) is True
+    assert len(calls) == 1
+    data = json.loads(kernels.choice_file().read_text())
+    assert data["machine"] == kernels.machine_key()
+    assert data["choices"] == {"onednn_is_faster/float32/0.95/3": True}
+    # another dtype is another choice
+    kernels.onednn_is_faster(torch.bfloat16)
+    assert len(calls) == 2
+
+
+def test_precision_choice_kept(cache, monkeypatch):
+    calls = counting(monkeypatch, precision, "_measure_fastest", "bfloat16")
+    assert precision.fastest_cpu_dtype() is torch.bfloat16
+    precision.fastest_cpu_dtype.cache_clear()
+    assert precision.resolve_dtype("fast", torch.device("cpu")) is torch.bfloat16
+    assert len(calls) == 1
+
+
+def test_other_machine_measures_again(cache, monkeypatch):
+    calls = counting(monkeypatch, precision, "_measure_fastest", "float32")
+    precision.fastest_cpu_dtype()
+    other = dict(kernels.machine_key(), torch="9.9.9")  # a torch upgrade
+    monkeypatch.setattr(kernels, "machine_key", lambda: other)
+    precision.fastest_cpu_dtype.cache_clear()
+    precision.fastest_cpu_dtype()
+    assert len(calls) == 2
+    assert len(list((cache / "choices").glob("cpu-*.json"))) == 2
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"machine": {"cpu": "other"}, "choices": {}}',
+                                     '{"machine": null, "choices": 3}'])
+def test_bad_file_measured_over(cache, monkeypatch, content):
+    calls = counting(monkeypatch, precision, "_measure_fastest", "float32")
+    path = kernels.choice_file()
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert precision.fastest_cpu_dtype() is torch.float32
+    assert len(calls) == 1
+    assert json.loads(path.read_text())["choices"] == {"fastest_cpu_dtype/1.5": "float32"}
+
+
+def test_unwritable_cache_still_measures(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("ZYN_CACHE", str(blocker / "cache"))  # a path under a file
+    precision.fastest_cpu_dtype.cache_clear()
+    calls = counting(monkeypatch, precision, "_measure_fastest", "float32")
+    assert precision.fastest_cpu_dtype() is torch.float32
+    precision.fastest_cpu_dtype.cache_clear()
+    assert precision.fastest_cpu_dtype() is torch.float32
+    assert len(calls) == 2
+    precision.fastest_cpu_dtype.cache_clear()
+
+
+def test_switched_off(cache, monkeypatch):
+    monkeypatch.setenv("ZYN_NO_CHOICE_CACHE", "1")
+    calls = counting(monkeypatch, precision, "_measure_fastest", "float32")
+    precision.fastest_cpu_dtype()
+    precision.fastest_cpu_dtype.cache_clear()
+    precision.fastest_cpu_dtype()
+    assert len(calls) == 2
+    assert not (cache / "choices").exists()
+
+
+def test_second_process_reads_the_real_measurement(cache):
+    """End to end with the real measurement: the second process finds the first's answer."""
+    code = ("import time, torch; from zyn.backends.hf import kernels; t = time.perf_counter(); "
+            "r = kernels.onednn_is_faster(torch.float32); print(r, time.perf_counter() - t)")
+    env = dict(os.environ, ZYN_CACHE=str(cache))
+    first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout.split() for _ in range(2))
+    assert first[0] == second[0]
+    if kernels.onednn_available():
+        data = json.loads(next((cache / "choices").glob("cpu-*.json")).read_text())
+        assert data["choices"]["onednn_is_faster/float32/0.95/3"] == (first[0] == "True")
+        assert float(second[1]) < 0.1  # read, not measured
