@@ -35,3 +35,15 @@ def test_no_private_imports_across_modules():
                  for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
                  for hit in private_imports(path.read_text(encoding="utf-8"))]
     assert not offenders, "private names imported from other modules:\n" + "\n".join(offenders)
+
+
+def test_every_package_of_zyn_is_installed_by_setup_cfg():
+    """A package missing from setup.cfg's `packages` is missing from the built wheel."""
+    import configparser
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    listed = {p.strip() for p in cfg["options"]["packages"].split() if p.strip()}
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "zyn").rglob("__init__.py")}
+    assert found - listed == set()
