@@ -62,38 +62,49 @@ def tolerance(dtype: torch.dtype) -> float:
 
 def probe_queries(tokenizer) -> list[list[int]]:
     """Token lists that exercise every layout: a common prefix, a trie with a branch,
-    a query ending inside another, blocks of their own, rows of different lengths."""
+    a query ending inside another, a block of its own, rows of different lengths."""
     t = tokenizer(PROBE_TEXT, add_special_tokens=True)["input_ids"]
     while len(t) < 40:
         t = t + t
-    return [t[:20], t[:12] + t[25:30], t[:14], t[:3] + t[30:38], t[:3] + t[38:40]]
+    return [t[:20], t[:12] + t[25:30], t[:14], t[:3] + t[30:38]]
 
 
 def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, *, blockwise: bool,
                 trim: bool | None) -> Checked:
     """The layout and fast paths `runner` may use, each compared with plain forwards
-    of `probe` (`layout` is the one asked for; `trim` False skips the trim)."""
+    of `probe` (`layout` is the one asked for; `trim` False skips the trim).
+
+    The fastest combination is tried first and the first that matches is kept (one
+    forward pass each, the shared ones reusing the probe's prefix): a trimmed last
+    layer runs every other layer blockwise, so where it matches both hold.
+    """
     tol = tolerance(runner.model.dtype)
     want = torch.cat([runner.plain(seq, ids) for seq in probe])  # (Q,)
-
-    def same(layout_: str, paths: Paths, max_rows: int = 64) -> bool:
-        return _matches(lambda: _run(runner, probe, ids, layout_, paths, max_rows), want, tol)
-
-    checked = Checked("padded", padding=same("padded", Paths()))
-    checked.head[ids] = check_head(runner, probe[0], ids)
-    if runner.is_seq2seq or layout == "padded" or not same(layout, Paths()):
-        return checked
-    checked.layout = layout
-    head = checked.head[ids]
-    checked.blockwise = layout == "packed" and blockwise and same("packed", Paths(head=head, blockwise=True))
-    if checked.blockwise and head and trim is not False and runner.can_trim():
-        checked.trim = same("packed", Paths(head=True, blockwise=True, trim=True))
+    head = check_head(runner, probe[0], ids, want[:1])
+    checked = Checked("padded", padding=True, head={ids: head})
+    if not runner.is_seq2seq and layout != "padded":
+        for paths in _fastest_first(layout, head, blockwise, trim is not False and runner.can_trim()):
+            if _matches(lambda: _run(runner, probe, ids, layout, paths), want, tol):
+                checked.layout, checked.blockwise, checked.trim = layout, paths.blockwise, paths.trim
+                break
+    if checked.layout == "padded":  # does padding change the numbers?
+        checked.padding = _matches(lambda: _run(runner, probe, ids, "padded", Paths()), want, tol)
+    runner.prefix.clear()  # the probe's prefix is of no use to a call
     return checked
 
 
-def check_head(runner: Runner, seq: list[int], ids: AnswerIds) -> bool:
+def _fastest_first(layout: str, head: bool, blockwise: bool, trim: bool) -> list[Paths]:
+    """The fast paths to try for a shared layout, fastest first."""
+    if layout != "packed" or not blockwise:
+        return [Paths(head=head)]
+    faster = [Paths(head=True, blockwise=True, trim=True)] if head and trim else []
+    return faster + [Paths(head=head, blockwise=True), Paths(head=head)]
+
+
+def check_head(runner: Runner, seq: list[int], ids: AnswerIds, want: torch.Tensor | None = None) -> bool:
     """Whether reading only the answer rows of the output layer gives the full model's
-    log-odds on `seq` (some models rescale or cap their logits after that layer)."""
+    log-odds on `seq` (`want`, if already computed; some models rescale or cap their
+    logits after that layer)."""
     if runner.body is None:
         return False
     x = torch.tensor([seq], device=runner.device)
@@ -102,7 +113,7 @@ def check_head(runner: Runner, seq: list[int], ids: AnswerIds) -> bool:
         return runner.answer_head(runner.body(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[:, -1],
                                   ids)
 
-    return _matches(fast, runner.plain(seq, ids), tolerance(runner.model.dtype))
+    return _matches(fast, runner.plain(seq, ids) if want is None else want, tolerance(runner.model.dtype))
 
 
 def use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
@@ -122,12 +133,10 @@ def use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
     return "default"
 
 
-def _run(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, paths: Paths,
-         max_rows: int) -> torch.Tensor:
-    plan = plan_call(probe, layout, budget=10**6, max_queries=max_rows)
-    out = runner.run(plan, ids, paths)
-    runner.prefix.clear()  # the probe's prefix is of no use to a call
-    return torch.tensor(out)
+def _run(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, paths: Paths) -> torch.Tensor:
+    """The probe's log-odds in one pass of `layout` (padded: all rows in one batch)."""
+    plan = plan_call(probe, layout, budget=10**6, max_queries=len(probe))
+    return torch.tensor(runner.run(plan, ids, paths))
 
 
 def _matches(run: Callable[[], torch.Tensor], want: torch.Tensor, tol: float) -> bool:
