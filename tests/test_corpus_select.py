@@ -86,12 +86,3 @@ def test_score_pairs_end_to_end(model_dir, tmp_path):
     assert [p["prompt"] for p in pairs] == [f"q{i}" for i in range(5)]
     assert all(p["margin"] > 0 and set(p) >= {"prompt", "chosen", "rejected"} for p in pairs)
 
-
-def test_module_examples_run():
-    import doctest
-
-    import zyn.corpus.select
-    import zyn.corpus.shards
-
-    for module in (zyn.corpus.select, zyn.corpus.shards):
-        assert doctest.testmod(module).failed == 0
