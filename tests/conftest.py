@@ -54,6 +54,16 @@ def tiny_causal():
 
 
 @pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory, tiny_causal):
+    """The tiny causal judge saved as a folder, so a test can name it as a user names a model."""
+    folder = tmp_path_factory.mktemp("tiny_judge")
+    model, tok = tiny_causal
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_seq2seq():
     """(model, tokenizer): a 2-layer T5-style encoder-decoder, SentencePiece-style tokenizer."""
     return make_tiny_seq2seq()

@@ -3,25 +3,15 @@ import csv
 import json
 
 import pytest
-from conftest import make_tiny_causal
 
 from zyn.cli import main
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-def test_score_jsonl_keeps_fields_and_adds_scores(model_dir, tmp_path):
+def test_score_jsonl_keeps_fields_and_adds_scores(tiny_causal_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "text": "great film"}\n{"id": 2, "text": "awful", "extra": [1]}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", model_dir, "--prompt", "sentiment_robust", "--input", str(src),
+    assert main(["score", "--model", tiny_causal_dir, "--prompt", "sentiment_robust", "--input", str(src),
                  "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2] and rows[1]["extra"] == [1]
@@ -30,49 +20,49 @@ def test_score_jsonl_keeps_fields_and_adds_scores(model_dir, tmp_path):
         assert {"p_yes/filmaffinity", "p_yes/repetitive"} <= set(r)
 
 
-def test_score_csv_with_field(model_dir, tmp_path):
+def test_score_csv_with_field(tiny_causal_dir, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("id,review\n1,great film\n2,\"awful, boring\"\n")
     out = tmp_path / "out.csv"
-    assert main(["score", "--model", model_dir, "--input", str(src), "--field", "review",
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--field", "review",
                  "--output", str(out)]) == 0
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert [r["id"] for r in rows] == ["1", "2"] and all(0 <= float(r["p_yes"]) <= 1 for r in rows)
 
 
-def test_malformed_line_stops_before_writing(model_dir, tmp_path, capsys):
+def test_malformed_line_stops_before_writing(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "ok"}\nnot json\n{"text": 3}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 2: not valid JSON" in err and "line 3: field 'text' is not a string" in err
     assert not out.exists()
 
 
-def test_skip_bad_writes_good_rows_and_lists_bad(model_dir, tmp_path, capsys):
+def test_skip_bad_writes_good_rows_and_lists_bad(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "ok"}\nnot json\n{"text": "fine"}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--skip-bad"]) == 0
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--skip-bad"]) == 0
     assert len(out.read_text().splitlines()) == 2
     assert "skipped line 2" in capsys.readouterr().err
 
 
-def test_unknown_prompt_is_one_line_error(model_dir, tmp_path, capsys):
+def test_unknown_prompt_is_one_line_error(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "ok"}\n')
-    assert main(["score", "--model", model_dir, "--prompt", "nope", "--input", str(src)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--prompt", "nope", "--input", str(src)]) == 2
     assert "no prompt set named 'nope'" in capsys.readouterr().err
 
 
-def test_prompts_validate_and_show(tmp_path, capsys, model_dir):
+def test_prompts_validate_and_show(tmp_path, capsys, tiny_causal_dir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: b\nquestions: [{template: 'no variable here?'}]\n")
     assert main(["prompts", "validate", "prompts/sentiment.yaml", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "ok" in out and "uses no input variable" in out
-    assert main(["prompts", "show", "sentiment", "--model", model_dir]) == 0
+    assert main(["prompts", "show", "sentiment", "--model", tiny_causal_dir]) == 0
     out = capsys.readouterr().out
     assert "Is this movie review positive?" in out and "<|assistant|>" in out and "yes:" in out
 
@@ -103,55 +93,55 @@ def _no_partial_files(folder) -> bool:
     return not [p for p in folder.iterdir() if p.name.endswith(".partial")]
 
 
-def test_a_record_failing_at_render_time_is_named_by_line_and_nothing_is_written(model_dir, tmp_path, capsys):
+def test_a_record_failing_at_render_time_is_named_by_line_and_nothing_is_written(tiny_causal_dir, tmp_path, capsys):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(500, {451: '{"completion": 5}'}))
     out.write_text("previous output\n")
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 451:" in err and "'completion' must be a string" in err and "item" not in err
     assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
 
 
-def test_a_record_failing_late_in_the_model_keeps_the_previous_output(model_dir, tmp_path, capsys, monkeypatch):
+def test_a_record_failing_late_in_the_model_keeps_the_previous_output(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(600))
     out.write_text("previous output\n")
     _fail_on(monkeypatch, "review number 555")  # in the third chunk: two were scored before it fails
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 555: RuntimeError: cannot score review number 555" in err
     assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
     # --skip-bad skips just that record
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--skip-bad"]) == 0
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--skip-bad"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [i for i in range(1, 601) if i != 555]
     assert "skipped line 555" in capsys.readouterr().err
 
 
-def test_output_equal_to_input_is_refused_and_the_input_kept(model_dir, tmp_path, capsys):
+def test_output_equal_to_input_is_refused_and_the_input_kept(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text(_reviews(3))
     before = src.read_text()
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(src)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(src)]) == 2
     assert "is the input file" in capsys.readouterr().err and src.read_text() == before
     link = tmp_path / "link.jsonl"
     link.symlink_to(src)  # the same file under another name
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(link)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(link)]) == 2
     assert src.read_text() == before
 
 
-def test_ctrl_c_mid_run_leaves_the_previous_output(model_dir, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_mid_run_leaves_the_previous_output(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(600))
     out.write_text("previous output\n")
     _fail_on(monkeypatch, "review number 300", KeyboardInterrupt)
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 130
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 130
     assert out.read_text() == "previous output\n" and _no_partial_files(tmp_path)
 
 
 @pytest.mark.parametrize("case", ["not utf-8", "directory", "no folder"])
-def test_unusable_input_or_output_is_a_one_line_error(model_dir, tmp_path, capsys, case):
+def test_unusable_input_or_output_is_a_one_line_error(tiny_causal_dir, tmp_path, capsys, case):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(2))
     if case == "not utf-8":
@@ -160,7 +150,7 @@ def test_unusable_input_or_output_is_a_one_line_error(model_dir, tmp_path, capsy
         out = tmp_path
     else:
         out = tmp_path / "missing" / "out.jsonl"
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zyn: error:") and len(err.splitlines()) == 1
     assert {"not utf-8": "not UTF-8 text (line 2", "directory": "is a directory",

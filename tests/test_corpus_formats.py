@@ -3,22 +3,12 @@ chunks; bad rows named by row number; reading from a row range."""
 import json
 
 import pytest
-from conftest import make_tiny_causal
 
 from zyn.cli import main
 from zyn.corpus.readers import open_input
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def _table(n):
@@ -45,13 +35,13 @@ def test_jsonl_and_csv_readers_number_lines_and_skip_blank_ones(tmp_path):
     assert [(x.index, x.number, x.value["text"]) for x in open_input(str(c)).rows(1)] == [(1, 4, "b")]
 
 
-def test_parquet_in_parquet_out_with_a_bad_row_named_by_row(model_dir, tmp_path, capsys):
+def test_parquet_in_parquet_out_with_a_bad_row_named_by_row(tiny_causal_dir, tmp_path, capsys):
     src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
     t = _table(40)
     texts = t.column("text").to_pylist()
     texts[24] = None  # row 25: no text
     pq.write_table(t.set_column(1, "text", pa.array(texts)), src, row_group_size=16)
-    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "10"]
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "10"]
     assert main(args) == 2
     assert "row 25: field 'text' is not a string" in capsys.readouterr().err
     assert main(args + ["--skip-bad"]) == 0
@@ -61,11 +51,11 @@ def test_parquet_in_parquet_out_with_a_bad_row_named_by_row(model_dir, tmp_path,
     assert "skipped row 25" in capsys.readouterr().err
 
 
-def test_a_saved_dataset_folder_is_an_input(model_dir, tmp_path):
+def test_a_saved_dataset_folder_is_an_input(tiny_causal_dir, tmp_path):
     datasets = pytest.importorskip("datasets")
     folder = tmp_path / "ds"
     datasets.Dataset.from_dict({"id": [1, 2, 3], "review": ["good", "bad", "fine"]}).save_to_disk(str(folder))
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", model_dir, "--input", str(folder), "--field", "review",
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(folder), "--field", "review",
                  "--output", str(out)]) == 0
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2, 3]

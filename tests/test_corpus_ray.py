@@ -2,21 +2,11 @@
 import pickle
 
 import pytest
-from conftest import make_tiny_causal
 
 from zyn import ZeroShotRewardModel
 from zyn.integrations.ray_data import ZynScorer
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -26,26 +16,26 @@ def cluster():
     ray.shutdown()
 
 
-def test_the_callable_adds_columns_in_order(model_dir):
+def test_the_callable_adds_columns_in_order(tiny_causal_dir):
     import numpy as np
 
-    scorer = ZynScorer(model_dir, "sentiment_robust")
+    scorer = ZynScorer(tiny_causal_dir, "sentiment_robust")
     batch = {"id": np.arange(3), "text": np.array(["good", "bad", "fine"], dtype=object)}
     out = scorer(batch)
-    expected = ZeroShotRewardModel(model_dir, prompt="sentiment_robust").score_detailed(["good", "bad", "fine"])
+    expected = ZeroShotRewardModel(tiny_causal_dir, prompt="sentiment_robust").score_detailed(["good", "bad", "fine"])
     assert list(out["id"]) == [0, 1, 2] and list(out["p_yes"]) == pytest.approx(expected.p_yes)
     assert list(out["p_yes/repetitive"]) == pytest.approx(expected.per_question["repetitive"])
     # the constructor's arguments are what Ray ships to the actors
-    assert pickle.loads(pickle.dumps({"model": model_dir, "prompt": "sentiment_robust"}))
+    assert pickle.loads(pickle.dumps({"model": tiny_causal_dir, "prompt": "sentiment_robust"}))
 
 
-def test_map_batches_on_an_actor_pool_of_two(model_dir, cluster):
+def test_map_batches_on_an_actor_pool_of_two(tiny_causal_dir, cluster):
     texts = [f"review number {i} " + "great " * (i % 5) for i in range(64)]
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
-    scored = ds.map_batches(ZynScorer, fn_constructor_kwargs={"model": model_dir, "prompt": "sentiment"},
+    scored = ds.map_batches(ZynScorer, fn_constructor_kwargs={"model": tiny_causal_dir, "prompt": "sentiment"},
                             compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=8)
     rows = sorted(scored.take_all(), key=lambda r: r["id"])
-    expected = ZeroShotRewardModel(model_dir, prompt="sentiment").score_detailed(texts)
+    expected = ZeroShotRewardModel(tiny_causal_dir, prompt="sentiment").score_detailed(texts)
     assert [r["id"] for r in rows] == list(range(64))
     assert [r["p_yes"] for r in rows] == pytest.approx(expected.p_yes, abs=1e-5)
     assert [r["reward"] for r in rows] == pytest.approx(expected.rewards, abs=1e-4)

@@ -1,28 +1,15 @@
 """Resumable `zyn score`: a run killed mid-way (SIGKILL, Ctrl-C) continues with --resume,
 and its output equals an uninterrupted run's, row by row."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-from conftest import make_tiny_causal
-
 from zyn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def _reviews(n: int) -> str:
@@ -39,11 +26,11 @@ def _parts(out: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("rows-*.jsonl")) if folder.exists() else []
 
 
-def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(model_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_causal_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(_reviews(1200))
     whole, out = tmp_path / "whole.jsonl", tmp_path / "out.jsonl"
-    args = ["score", "--model", model_dir, "--input", str(src), "--chunk-rows", "40"]
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--chunk-rows", "40"]
     assert main(args + ["--output", str(whole)]) == 0
 
     proc = subprocess.Popen([sys.executable, "-m", "zyn", *args, "--output", str(out)], cwd=ROOT,
@@ -64,10 +51,10 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(model_dir, tmp_
     assert not Path(f"{out}.parts").exists()
 
 
-def test_an_unfinished_folder_without_resume_is_a_clear_error(model_dir, tmp_path, capsys, monkeypatch):
+def test_an_unfinished_folder_without_resume_is_a_clear_error(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(300))
-    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
     _interrupt_at(monkeypatch, "review number 200 ")
     assert main(args) == 130
     assert "rows committed" in capsys.readouterr().err and len(_parts(out)) == 3
@@ -83,10 +70,10 @@ def test_an_unfinished_folder_without_resume_is_a_clear_error(model_dir, tmp_pat
     assert "resuming: 192 rows already committed" in capsys.readouterr().err
 
 
-def test_a_changed_input_is_not_resumed(model_dir, tmp_path, capsys, monkeypatch):
+def test_a_changed_input_is_not_resumed(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(200))
-    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
     _interrupt_at(monkeypatch, "review number 150 ")
     assert main(args) == 130
     monkeypatch.undo()
@@ -95,12 +82,12 @@ def test_a_changed_input_is_not_resumed(model_dir, tmp_path, capsys, monkeypatch
     assert "cannot resume" in capsys.readouterr().err
 
 
-def test_skip_bad_resume_keeps_bad_rows_of_committed_parts(model_dir, tmp_path, capsys, monkeypatch):
+def test_skip_bad_resume_keeps_bad_rows_of_committed_parts(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     lines = _reviews(200).splitlines()
     lines[9] = "not json"
     src.write_text("\n".join(lines) + "\n")
-    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64",
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64",
             "--skip-bad"]
     _interrupt_at(monkeypatch, "review number 150 ")
     assert main(args) == 130
@@ -110,12 +97,12 @@ def test_skip_bad_resume_keeps_bad_rows_of_committed_parts(model_dir, tmp_path, 
     assert len(_rows(out)) == 199 and "skipped line 10: not valid JSON" in capsys.readouterr().err
 
 
-def test_a_bad_row_stop_keeps_the_parts_for_resume_skip_bad(model_dir, tmp_path, capsys):
+def test_a_bad_row_stop_keeps_the_parts_for_resume_skip_bad(tiny_causal_dir, tmp_path, capsys):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     lines = _reviews(200).splitlines()
     lines[149] = '{"text": 3}'
     src.write_text("\n".join(lines) + "\n")
-    args = ["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "line 150: field 'text' is not a string" in err and "128 rows scored before them are kept" in err

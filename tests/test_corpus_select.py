@@ -2,7 +2,6 @@
 import json
 
 import pytest
-from conftest import make_tiny_causal
 
 from zyn.cli import main
 from zyn.corpus.select import Selector
@@ -67,20 +66,11 @@ def test_option_errors():
         Selector("q", keep="best", pairs=True)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-def test_score_pairs_end_to_end(model_dir, tmp_path):
+def test_score_pairs_end_to_end(tiny_causal_dir, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps({"prompt": f"q{i // 4}", "completion": f"answer {i} " + "great " * (i % 4)})
                            + "\n" for i in range(20)))
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(out), "--field",
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--field",
                  "completion", "--group-by", "prompt", "--pairs", "--chunk-rows", "3"]) == 0
     pairs = [json.loads(x) for x in out.read_text().splitlines()]
     assert [p["prompt"] for p in pairs] == [f"q{i}" for i in range(5)]

@@ -3,20 +3,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_causal
 
 from zyn.cli import main
 from zyn.corpus.shards import order_shards, parse_shard, shard_from_env, shard_path, shard_range
 from zyn.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    model, tok = make_tiny_causal()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.parametrize("total", [0, 1, 7, 10, 1001])
@@ -54,11 +44,11 @@ def _reviews(n):
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "parquet"])
-def test_three_shards_merge_to_the_unsharded_run(model_dir, tmp_path, monkeypatch, ext):
+def test_three_shards_merge_to_the_unsharded_run(tiny_causal_dir, tmp_path, monkeypatch, ext):
     pytest.importorskip("pyarrow")
     src = tmp_path / "in.jsonl"
     src.write_text(_reviews(50))
-    base = ["score", "--model", model_dir, "--input", str(src), "--chunk-rows", "8"]
+    base = ["score", "--model", tiny_causal_dir, "--input", str(src), "--chunk-rows", "8"]
     assert main(base + ["--output", str(tmp_path / "whole.jsonl")]) == 0
     (tmp_path / "shards").mkdir()
     out = tmp_path / "shards" / f"scored.{ext}"
@@ -79,9 +69,9 @@ def test_three_shards_merge_to_the_unsharded_run(model_dir, tmp_path, monkeypatc
     assert [r["p_yes"] for r in merged] == pytest.approx([r["p_yes"] for r in whole], abs=1e-5)  # float32: batches differ
 
 
-def test_group_by_is_refused_with_shards(model_dir, tmp_path, capsys):
+def test_group_by_is_refused_with_shards(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text(_reviews(4))
-    assert main(["score", "--model", model_dir, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
                  "--shard", "0/2", "--group-by", "id", "--keep", "best"]) == 2
     assert "pass it to `zyn merge`" in capsys.readouterr().err

@@ -148,18 +148,9 @@ def test_chat_format_pickles():
 
 # --------------------------------------------------------------------------- reward_func in OpenRLHF's executor
 
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory, tiny_causal):
-    folder = tmp_path_factory.mktemp("judge")
-    model, tok = tiny_causal
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture
-def zyn_env(monkeypatch, judge_dir):
-    monkeypatch.setenv("ZYN_MODEL", judge_dir)
+def zyn_env(monkeypatch, tiny_causal_dir):
+    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
     monkeypatch.setenv("ZYN_PROMPT", "sentiment_robust")
     monkeypatch.setenv("ZYN_DTYPE", "float32")
     shared.clear()

@@ -33,19 +33,9 @@ ITEMS = [  # (data_source, solution_str, ground_truth, extra_info)
 ]
 
 
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory, tiny_causal):
-    """The tiny judge saved as a folder, so ZYN_MODEL can name it as a user names a model."""
-    folder = tmp_path_factory.mktemp("judge")
-    model, tok = tiny_causal
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture
-def zyn_env(monkeypatch, judge_dir):
-    monkeypatch.setenv("ZYN_MODEL", judge_dir)
+def zyn_env(monkeypatch, tiny_causal_dir):
+    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
     monkeypatch.setenv("ZYN_PROMPT", "answer_grader")
     monkeypatch.setenv("ZYN_DTYPE", "float32")
     shared.clear()
