@@ -32,8 +32,9 @@ class ZeroShotRewardModel:
         reward: override the prompt set's reward shape: prob, logodds, zyn, logprob.
         batch_size: most queries per forward pass (default 64).
         device, dtype: where and in which precision to run a model loaded by name.
-        **backend_options: passed to the backend (token_budget: most tokens per pass,
-            default 512 on CPU and 65536 on GPU; max_length, share_prefix, pack).
+        **backend_options: passed to the backend (`zyn.backends.hf.HFBackend`: token_budget,
+            most tokens per pass, default 512 on CPU and 65536 on GPU; max_length; layout,
+            "packed", "rows" or "padded"; trim_last_layer; fast_kernels).
 
     >>> rm = ZeroShotRewardModel("qwen2.5-coder-0.5b-instruct", prompt="sentiment")  # doctest: +SKIP
     >>> rm.score(["A wonderful, moving film.", "Two hours I will never get back."])  # doctest: +SKIP
