@@ -118,3 +118,36 @@ def test_second_process_reads_the_real_measurement(cache):
         data = json.loads(next((cache / "choices").glob("cpu-*.json")).read_text())
         assert data["choices"]["onednn_is_faster/float32/0.95/3"] == (first[0] == "True")
         assert float(second[1]) < 0.1  # read, not measured
+
+
+def test_close_call_is_not_kept(cache, monkeypatch):
+    """A ratio within the margin (a busy machine can swing it) is measured in every process."""
+    calls = counting(monkeypatch, precision, "_measure_fastest", kernels.Unsettled("bfloat16"))
+    assert precision.fastest_cpu_dtype() is torch.bfloat16
+    precision.fastest_cpu_dtype.cache_clear()
+    assert precision.fastest_cpu_dtype() is torch.bfloat16
+    assert len(calls) == 2
+    assert not kernels.choice_file().exists()
+
+
+@pytest.mark.parametrize("ratio, kept", [(2.0, True), (1.25, True), (1.1, None), (0.9, None), (0.5, False)])
+def test_decided(ratio, kept):
+    got = kernels.decided(ratio)
+    if kept is None:
+        assert isinstance(got, kernels.Unsettled) and got.value is (ratio >= 1)
+    else:
+        assert got is kept
+
+
+def test_real_rates_decide(cache, monkeypatch):
+    """The measurements' own ratios go through `decided` (rates stubbed)."""
+    monkeypatch.setattr(kernels, "fastest_matmul_rate", lambda dtype, repeats=5: 300.0 if dtype == torch.bfloat16
+                        else 100.0)
+    assert precision._measure_fastest(1.5) == "bfloat16"
+    monkeypatch.setattr(kernels, "fastest_matmul_rate", lambda dtype, repeats=5: 160.0 if dtype == torch.bfloat16
+                        else 100.0)
+    close = precision._measure_fastest(1.5)
+    assert isinstance(close, kernels.Unsettled) and close.value == "bfloat16"
+    monkeypatch.setattr(kernels, "matmul_rate", lambda dtype, kernel="default", repeats=5: 100.0)
+    even = kernels._measure_onednn(torch.float32, 0.95, 3)  # even rates: oneDNN, but not kept
+    assert isinstance(even, kernels.Unsettled) and even.value is True

@@ -20,7 +20,10 @@ Which kernel is faster is measured once per machine, not once per process: the a
 (and `precision`'s bf16-or-float32 answer) is kept in the zyn cache folder under a key
 of the CPU's model name and flags, torch's version and the thread count
 (`cached_choice`), so a second process reads it instead of measuring again; a changed
-CPU or torch makes a new key. ``ZYN_NO_CHOICE_CACHE=1`` measures in every process.
+CPU or torch makes a new key. Only a clear answer is kept (the two rates 1.2x apart
+beyond the threshold): a close call is measured in every process, as a single
+measurement on a busy machine can land on either side. ``ZYN_NO_CHOICE_CACHE=1``
+measures in every process.
 """
 from __future__ import annotations
 
@@ -156,17 +159,34 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
     return bool(cached_choice(name, lambda: _measure_onednn(dtype, min_gain, rounds)))
 
 
-def _measure_onednn(dtype: torch.dtype, min_gain: float, rounds: int) -> bool:
+def _measure_onednn(dtype: torch.dtype, min_gain: float, rounds: int) -> "bool | Unsettled":
     try:
         onednn, default = best_of_rounds(lambda: matmul_rate(dtype, "onednn", repeats=3),
                                          lambda: matmul_rate(dtype, "default", repeats=3), rounds=rounds,
                                          settled=lambda a, b: not 1 / 1.5 < a / (min_gain * b) < 1.5)
-        return onednn >= min_gain * default
+        return decided(onednn / (min_gain * default))
     except RuntimeError:  # a build whose oneDNN lacks this dtype
         return False
 
 
 # ---------------------------------------------------------------------- measured choices, kept per machine
+
+class Unsettled:
+    """A measured choice too close to call to be kept for other processes: used by
+    this process only, measured again by the next (a burst of other work on a shared
+    machine can swing one measurement by more than the margin)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+CLEAR_MARGIN = 1.2  # a ratio this far from the threshold either way is kept
+
+
+def decided(ratio: float) -> "bool | Unsettled":
+    """`ratio >= 1`, kept for other processes only when it is clear (`CLEAR_MARGIN`)."""
+    return ratio >= 1 if not 1 / CLEAR_MARGIN < ratio < CLEAR_MARGIN else Unsettled(ratio >= 1)
+
 
 def machine_key() -> dict:
     """What a measured kernel or precision choice depends on: the CPU (model name and a
@@ -181,7 +201,7 @@ def machine_key() -> dict:
         pass
     name = info.get("model name") or platform.processor() or platform.machine()
     flags = " ".join(sorted((info.get("flags") or info.get("Features") or "").split()))
-    return {"cpu": name, "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+    return {"format": 2, "cpu": name, "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
             "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "torch_git": getattr(torch.version, "git_version", ""), "threads": torch.get_num_threads()}
 
@@ -197,11 +217,13 @@ def choice_file(machine: dict | None = None) -> Path:
 
 def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
     """`measure()`'s (JSON) value for `name`, measured once per machine: read from
-    `choice_file` when it holds it, else measured and written there. A file that cannot
-    be read or written is ignored (the choice is measured, never fails); with
-    ``ZYN_NO_CHOICE_CACHE`` set, always measured."""
+    `choice_file` when it holds it, else measured and written there, unless `measure`
+    returned it as `Unsettled` (too close to call: not kept). A file that cannot be read
+    or written is ignored (the choice is measured, never fails); with
+    ``ZYN_NO_CHOICE_CACHE`` set, always measured. Delete the file to measure again."""
     if os.environ.get("ZYN_NO_CHOICE_CACHE"):
-        return measure()
+        value = measure()
+        return value.value if isinstance(value, Unsettled) else value
     machine = machine_key()
     path = choice_file(machine)
     try:
@@ -214,6 +236,8 @@ def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
     if name in data["choices"]:
         return data["choices"][name]
     value = measure()
+    if isinstance(value, Unsettled):
+        return value.value
     data["choices"][name] = value
     try:  # atomically: a reader sees the old file or the new one
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,9 +62,11 @@ def fastest_cpu_dtype(min_gain: float = 1.5) -> torch.dtype:
     return parse_dtype(cached_choice(f"fastest_cpu_dtype/{min_gain}", lambda: _measure_fastest(min_gain)))
 
 
-def _measure_fastest(min_gain: float) -> str:
-    from .kernels import best_of_rounds, fastest_matmul_rate
+def _measure_fastest(min_gain: float):
+    from .kernels import Unsettled, best_of_rounds, decided, fastest_matmul_rate
 
     fp32, bf16 = best_of_rounds(lambda: fastest_matmul_rate(torch.float32),
                                 lambda: fastest_matmul_rate(torch.bfloat16))
-    return "bfloat16" if bf16 >= min_gain * fp32 else "float32"
+    choice = decided(bf16 / (min_gain * fp32))  # a close call is not kept for other processes
+    name = lambda faster: "bfloat16" if faster else "float32"  # noqa: E731
+    return Unsettled(name(choice.value)) if isinstance(choice, Unsettled) else name(choice)
