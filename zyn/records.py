@@ -97,26 +97,6 @@ def as_input(record: dict, field: str) -> dict:
     return record
 
 
-class RecordWriter:
-    """Writes records as JSONL, or as CSV with the header taken from the first batch."""
-
-    def __init__(self, out: IO[str], fmt: str):
-        self.out, self.fmt = out, fmt
-        self._csv: csv.DictWriter | None = None
-
-    def write(self, records: list[dict]) -> None:
-        if self.fmt != "csv":
-            for r in records:
-                self.out.write(json.dumps(r, ensure_ascii=False) + "\n")
-            return
-        if self._csv is None and records:
-            header = list(dict.fromkeys(k for r in records for k in r))
-            self._csv = csv.DictWriter(self.out, fieldnames=header, extrasaction="ignore")
-            self._csv.writeheader()
-        if self._csv is not None:
-            self._csv.writerows(records)
-
-
 def check_output(output: str, input_path: str) -> None:
     """Refuse an output that would destroy the input or cannot be a file."""
     if output == "-":
