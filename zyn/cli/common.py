@@ -7,10 +7,11 @@ from ..models import DEFAULT_JUDGE
 from ..scoring import SHAPE_FORMULAS, SHAPES
 
 
+MODEL_HELP = f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 (default: {DEFAULT_JUDGE})"
+
+
 def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
-    p.add_argument("--model", default=DEFAULT_JUDGE,
-                   help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
-                        f"(default: {DEFAULT_JUDGE})")
+    p.add_argument("--model", default=DEFAULT_JUDGE, help=MODEL_HELP)
     p.add_argument("--prompt", default="sentiment", help=prompt_help)
     p.add_argument("--reward", choices=SHAPES, help="override the prompt set's reward shape, in p = P(rewarded "
                    "answer): " + ", ".join(f"{name} = {formula}" for name, formula in SHAPE_FORMULAS.items()))
@@ -25,3 +26,10 @@ def load_reward_model(args: argparse.Namespace, prompt=None):
 
     return ZeroShotRewardModel(args.model, prompt=prompt or args.prompt, reward=args.reward,
                                batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+
+
+def add_judge_options(p: argparse.ArgumentParser) -> None:
+    """--model, and --prompt repeatable: several prompt sets compared on one judge."""
+    p.add_argument("--model", default=DEFAULT_JUDGE, help=MODEL_HELP)
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
+                   help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")

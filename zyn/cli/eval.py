@@ -36,15 +36,11 @@ PLATT = "platt"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..models import DEFAULT_JUDGE
+    from .common import add_judge_options
 
     p = sub.add_parser("eval", help="measure prompt sets against labelled data (AUROC, accuracy, calibration)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_JUDGE,
-                   help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
-                        f"(default: {DEFAULT_JUDGE})")
-    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
-                   help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")
+    add_judge_options(p)
     p.add_argument("--input", required=True, help="labelled FILE.jsonl or FILE.csv")
     p.add_argument("--label-field", default="label", help="the field holding the label (default: label)")
     p.add_argument("--positive", metavar="VALUE",

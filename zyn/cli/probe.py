@@ -28,16 +28,12 @@ COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_r
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..models import DEFAULT_JUDGE
     from ..probe import PERTURBATIONS
+    from .common import add_judge_options
 
     p = sub.add_parser("probe", help="measure how a reward moves under hacks (repetition, injection, ...)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_JUDGE,
-                   help=f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 "
-                        f"(default: {DEFAULT_JUDGE})")
-    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
-                   help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")
+    add_judge_options(p)
     p.add_argument("--input", required=True, help="FILE.jsonl or FILE.csv of texts, labelled or not")
     p.add_argument("--field", default="text", help="the field holding the text to perturb (default: text)")
     p.add_argument("--label-field", default="label",
