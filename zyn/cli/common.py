@@ -15,6 +15,11 @@ def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set
     p.add_argument("--prompt", default="sentiment", help=prompt_help)
     p.add_argument("--reward", choices=SHAPES, help="override the prompt set's reward shape, in p = P(rewarded "
                    "answer): " + ", ".join(f"{name} = {formula}" for name, formula in SHAPE_FORMULAS.items()))
+    add_run_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size, --device and --dtype: how a model loaded by name runs."""
     p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto (GPU bf16, CPU float32) or fast "

@@ -36,7 +36,7 @@ PLATT = "platt"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .common import add_judge_options
+    from .common import add_judge_options, add_run_options
 
     p = sub.add_parser("eval", help="measure prompt sets against labelled data (AUROC, accuracy, calibration)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,9 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE and reliability (default: 10)")
     p.add_argument("--limit", type=int, help="use only the first N labelled rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the Platt cross-fitting split (default: 0)")
-    p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
-    p.add_argument("--dtype", help="float32, bfloat16, float16 or auto")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 

@@ -29,7 +29,7 @@ COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_r
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..probe import PERTURBATIONS
-    from .common import add_judge_options
+    from .common import add_judge_options, add_run_options
 
     p = sub.add_parser("probe", help="measure how a reward moves under hacks (repetition, injection, ...)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,9 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"a perturbation to apply; repeat for several (default: all of {', '.join(PERTURBATIONS)})")
     p.add_argument("--limit", type=int, help="use only the first N rows")
     p.add_argument("--output-dir", default="zyn-probe", help="where probe.json and probe.png go (default: zyn-probe)")
-    p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
-    p.add_argument("--dtype", help="float32, bfloat16, float16 or auto")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
