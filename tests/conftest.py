@@ -63,6 +63,19 @@ def tiny_causal_dir(tmp_path_factory, tiny_causal):
     return str(folder)
 
 
+@pytest.fixture
+def hook_env(monkeypatch, tiny_causal_dir):
+    """The environment the file-loaded trainer hooks read (ZYN_MODEL: the tiny judge), with
+    their per-process reward model cleared before and after; returns the monkeypatch."""
+    from zyn.integrations import shared
+
+    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
+    monkeypatch.setenv("ZYN_DTYPE", "float32")
+    shared.clear()
+    yield monkeypatch
+    shared.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_seq2seq():
     """(model, tokenizer): a 2-layer T5-style encoder-decoder, SentencePiece-style tokenizer."""

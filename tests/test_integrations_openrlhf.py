@@ -149,13 +149,8 @@ def test_chat_format_pickles():
 # --------------------------------------------------------------------------- reward_func in OpenRLHF's executor
 
 @pytest.fixture
-def zyn_env(monkeypatch, tiny_causal_dir):
-    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
-    monkeypatch.setenv("ZYN_PROMPT", "sentiment_robust")
-    monkeypatch.setenv("ZYN_DTYPE", "float32")
-    shared.clear()
-    yield
-    shared.clear()
+def zyn_env(hook_env):
+    hook_env.setenv("ZYN_PROMPT", "sentiment_robust")
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,8 @@ def _samples():
 
 
 @pytest.fixture
-def zyn_env(monkeypatch, tiny_causal_dir):
-    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
-    monkeypatch.setenv("ZYN_DTYPE", "float32")
-    shared.clear()
-    yield
-    shared.clear()
+def zyn_env(hook_env):
+    return hook_env
 
 
 def test_orm_registered_and_called_by_swift(zyn_env):

@@ -34,13 +34,8 @@ ITEMS = [  # (data_source, solution_str, ground_truth, extra_info)
 
 
 @pytest.fixture
-def zyn_env(monkeypatch, tiny_causal_dir):
-    monkeypatch.setenv("ZYN_MODEL", tiny_causal_dir)
-    monkeypatch.setenv("ZYN_PROMPT", "answer_grader")
-    monkeypatch.setenv("ZYN_DTYPE", "float32")
-    shared.clear()
-    yield
-    shared.clear()
+def zyn_env(hook_env):
+    hook_env.setenv("ZYN_PROMPT", "answer_grader")
 
 
 @pytest.fixture(scope="module")
