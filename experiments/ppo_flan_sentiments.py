@@ -18,6 +18,8 @@ EXPERIMENT = Experiment(
     name="ppo_flan_sentiments", prompts="sentiment",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
     description=__doc__.splitlines()[0],
+    # independent evaluators, logged and plotted, never optimised: the lexicon, and the robust ensemble's P (repetition shows there)
+    defaults={"monitors": ["vader", "sentiment_robust"]},
 )
 
 if __name__ == "__main__":

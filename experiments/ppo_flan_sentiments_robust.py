@@ -18,6 +18,8 @@ EXPERIMENT = Experiment(
     name="ppo_flan_sentiments_robust", prompts="sentiment_robust",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
     description=__doc__.splitlines()[0],
+    # independent evaluators, logged and plotted, never optimised: the lexicon, and P(positive) from the plain sentiment question
+    defaults={"monitors": ["vader", "sentiment"]},
 )
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["zyn.scoring", "zyn.calibration", "zyn.evaluation", "zyn.prompts", "zyn.answers", "zyn.api", "zyn.probe",
-           "zyn.backends.remote.protocols", "zyn.integrations.chatformat", "zyn.corpus.select", "zyn.corpus.shards"]
+           "zyn.backends.remote.protocols", "zyn.integrations.chatformat", "zyn.corpus.select", "zyn.corpus.shards",
+           "experiments.common.hacking"]
 # These document their maths with examples; finding none means the runner lost them.
 MUST_HAVE_EXAMPLES = {"zyn.scoring", "zyn.calibration", "zyn.evaluation"}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -55,12 +55,34 @@ def test_script_trains_evaluates_and_plots(script, tiny_dirs, tmp_path):
     assert [e["step"] for e in evals] == [0, 1, 2]          # before training, then every step
     assert all(0.0 <= e["p_yes"] <= 1.0 for e in evals)
     assert any(row["kind"] == "train" and "reward" in row for row in rows)
-    for png in ("reward.png", "p_yes.png"):
+    for png in ("reward.png", "p_yes.png", "hacking.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # signs of hacking and the independent evaluators, at every evaluation and in the summary
+    watched = {"text/distinct_1", "text/distinct_2", "text/repeat_3gram", "text/words", "monitor/vader"}
+    assert all(watched <= set(e) for e in evals)
+    assert all(0.0 <= e["monitor/vader"] <= 1.0 and e["text/words"] >= 0 for e in evals)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 2 and set(summary["change"]) >= {"reward", "p_yes"}
+    assert summary["steps"] == 2 and set(summary["change"]) >= {"reward", "p_yes"} | watched
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 4 and all("monitor/vader" in s and "repeat_3gram" in s for s in samples)
     assert (out / "final" / "config.json").is_file()
     assert "Evaluation #2" in r.stdout and "before vs after" in r.stdout
+
+
+def test_judge_monitors_score_with_another_prompt_set(tiny_dirs, tmp_path):
+    """The sentiment experiments watch each other's question set on the judge they already loaded."""
+    policy, judge, config = tiny_dirs
+    r = run_script("ppo_flan_sentiments_robust", "--config", str(config), "--policy", str(policy), "--judge",
+                   str(judge), "--steps", "1", "--eval-every", "1", "--output-dir", str(tmp_path), "--device", "cpu")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert all(0.0 <= e["monitor/sentiment"] <= 1.0 and "monitor/vader" in e for e in evals)
+    r = run_script("ppo_flan_sentiments", "--config", str(config), "--policy", str(policy), "--judge", str(judge),
+                   "--steps", "1", "--monitors", "", "--output-dir", str(tmp_path / "none"), "--device", "cpu")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    evals = [json.loads(x) for x in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert evals and not any(k.startswith("monitor/") for e in evals for k in e)
+    assert all("text/repeat_3gram" in e for e in evals)
 
 
 def test_rloo_trainer(tiny_dirs, tmp_path):
@@ -104,6 +126,11 @@ def test_other_usage_errors(tmp_path):
                                                     "--output-dir", str(tmp_path)))
     line = _one_line_error(run_script("ppo_flan_sentiments", "--trainer", "trlx", "--output-dir", str(tmp_path)))
     assert "trlx" in line
+    line = _one_line_error(run_script("ppo_flan_sentiments", "--monitors", "vader,no_such_set",
+                                      "--output-dir", str(tmp_path)))
+    assert "monitors" in line and "no_such_set" in line
+    bad.write_text("monitors: vader\n")
+    assert "monitors must be a list" in _one_line_error(run_script("ppo_flan_sentiments", "--config", str(bad)))
 
 
 def test_data_files_are_varied_and_disjoint():

@@ -6,12 +6,15 @@ and hands it to `main`; everything else lives in this package, the reward model 
 
     arguments + config file -> checks (fail fast, one line, exit 2) -> data -> judge + policy
     -> trainer (TRL GRPOTrainer | RLOOTrainer | trlx PPO) with an evaluation callback
-    -> metrics.jsonl, samples.jsonl, reward.png, p_yes.png, summary.json, final checkpoint
+    -> metrics.jsonl, samples.jsonl, reward.png, p_yes.png, hacking.png, summary.json, final checkpoint
 
 Evaluation #0 runs before the first update and one more every ``eval_every`` steps and at
 the end: the policy continues the held-out openers greedily (deterministic) and the judge
-scores the continuations with ``score_detailed``. The before/after table compares the first
-and the last evaluation.
+scores the continuations with ``score_detailed``. Each evaluation also logs the signs of
+reward hacking (distinct-1/2, the repeated 3-gram rate, length) and independent evaluators
+that are never optimised (``monitors``: the VADER lexicon, or another prompt set on the same
+judge), so "reward up, independent score flat" shows in hacking.png. The before/after table
+compares the first and the last evaluation.
 
 The default configuration is sized for a 2-core CPU (short completions, small groups,
 frozen embeddings, bf16 autocast where the CPU runs bf16 faster); ``configs/paper_gpu.yaml``
@@ -26,6 +29,7 @@ One concept per module:
     trainers   the TRL trainer classes, the paper's trlx PPO config, freezing the policy
     run        main and Run: checks before loading, loading, training, saving, Ctrl-C
     callbacks  the Evaluator callback (evaluation #n, time limit), the progress bar, greedy generation
+    hacking    diversity, repetition and length of the outputs (pure); the independent evaluators
     report     evaluation tables, metrics.jsonl, plots, the before/after summary
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import T_START
+from .hacking import repeated_ngram_rate, text_stats, words
 from .precision import autocast
 from .report import append_jsonl, eval_table, mean, tqdm_paused
 
@@ -24,6 +25,7 @@ class RunState(Protocol):
     policy: Any
     tokenizer: Any
     rm: Any                             # the reward model: score_detailed(records)
+    monitors: dict[str, Any]            # independent evaluators: (prompts, completions) -> scores
     eval_prompts: list[str]
     device: str
     precision: str
@@ -97,17 +99,20 @@ class Evaluator(TrainerCallback):
                            device=run.device, precision=run.precision)
         records = [{"prompt": p, "completion": c} for p, c in zip(run.eval_prompts, outputs)]
         scores = run.rm.score_detailed(records)
+        monitored = {f"monitor/{name}": monitor(run.eval_prompts, outputs) for name, monitor in run.monitors.items()}
         n = len(run.evals)
         result = {
             "kind": "eval", "eval": n, "step": step, "n": len(records),
             "reward": mean(scores.rewards), "p_yes": mean(scores.p_yes),
             **{f"p_yes/{q}": mean(v) for q, v in scores.per_question.items()},
+            **text_stats(outputs),
+            **{key: mean(values) for key, values in monitored.items()},
             "seconds": round(time.monotonic() - t, 2),
         }
         run.evals.append(result)
         run.log(result)
-        append_jsonl(run.out / "samples.jsonl", _sample_rows(n, step, run.eval_prompts, outputs, scores))
-        table = eval_table(n, step, run.eval_prompts, outputs, scores, run.cfg["eval_show"])
+        append_jsonl(run.out / "samples.jsonl", _sample_rows(n, step, run.eval_prompts, outputs, scores, monitored))
+        table = eval_table(n, step, run.eval_prompts, outputs, scores, run.cfg["eval_show"], result)
         with tqdm_paused():
             run.console.print(table)
         self.eval_seconds = time.monotonic() - t
@@ -115,10 +120,13 @@ class Evaluator(TrainerCallback):
         return result
 
 
-def _sample_rows(n: int, step: int, prompts: list[str], outputs: list[str], scores) -> list[dict[str, Any]]:
+def _sample_rows(n: int, step: int, prompts: list[str], outputs: list[str], scores,
+                 monitored: dict[str, list[float]]) -> list[dict[str, Any]]:
     """One samples.jsonl row per held-out opener of evaluation #n."""
     return [{"eval": n, "step": step, "prompt": p, "output": c, "reward": scores.rewards[i],
-             "p_yes": scores.p_yes[i], **{f"p_yes/{q}": v[i] for q, v in scores.per_question.items()}}
+             "p_yes": scores.p_yes[i], **{f"p_yes/{q}": v[i] for q, v in scores.per_question.items()},
+             "repeat_3gram": repeated_ngram_rate(c, 3), "words": len(words(c)),
+             **{key: values[i] for key, values in monitored.items()}}
             for i, (p, c) in enumerate(zip(prompts, outputs))]
 
 

@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "judge_batch_size": None,                 # None = the backend's default
     "judge_dtype": None,                      # None = follow `precision`
     "eval_show": 6,                           # rows shown in each evaluation table (means use all)
+    "monitors": ["vader"],                    # independent evaluators logged at each evaluation, never
+                                              # optimised: "vader" (lexicon sentiment) or a prompt set
+                                              # scored by the judge (see common/hacking.py)
     "time_limit_minutes": 19.0,               # stop training early so the whole run ends in time; null = off
     "save_model": True,                       # final / interrupted checkpoint under output_dir
     "trl": {},                                # extra GRPOConfig / RLOOConfig fields, passed as they are
@@ -136,6 +139,8 @@ def parser(exp: Experiment) -> argparse.ArgumentParser:
     a("--eval-every", type=int, help="evaluate on the held-out openers every N steps")
     a("--output-dir", help="where metrics.jsonl, plots and checkpoints go")
     a("--device", help="auto, cpu, cuda or cuda:N")
+    a("--monitors", help="independent evaluators, comma-separated: vader and/or prompt sets scored by the "
+      "judge (e.g. vader,sentiment); '' for none")
     return p
 
 
@@ -147,6 +152,8 @@ def build_config(exp: Experiment, argv: Sequence[str] | None = None) -> dict[str
     if args.config:
         cfg.update(read_config(args.config))
     flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    if "monitors" in flags:
+        flags["monitors"] = [m.strip() for m in flags["monitors"].split(",") if m.strip()]
     cfg.update(flags)
     if cfg["output_dir"] is None:
         cfg["output_dir"] = str(HERE / "runs" / exp.name)
@@ -191,6 +198,12 @@ def _check_config(cfg: dict[str, Any]) -> None:
                                   f"({cfg['num_generations']})")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):
         raise ExperimentError(f"precision must be auto, bf16 or fp32, got {cfg['precision']!r}")
+    monitors = cfg["monitors"]
+    if not isinstance(monitors, list) or not all(isinstance(m, str) and m.strip() for m in monitors):
+        raise ExperimentError(f"monitors must be a list of names (vader, or prompt sets such as sentiment), "
+                              f"got {monitors!r}")
+    if len(set(monitors)) != len(monitors):
+        raise ExperimentError(f"monitors lists a name twice: {monitors!r}")
     for key in ("trl", "trlx"):
         if not isinstance(cfg[key], dict):
             raise ExperimentError(f"config key {key!r} must be a mapping")

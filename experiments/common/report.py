@@ -30,14 +30,18 @@ def tqdm_paused():
         yield
 
 
-def eval_table(n: int, step: int, prompts, outputs, scores, show: int):
+def eval_table(n: int, step: int, prompts, outputs, scores, show: int, result: dict[str, Any] | None = None):
     from rich.table import Table
 
     questions = list(scores.per_question)
     many = len(questions) > 1
-    table = Table(title=f"Evaluation #{n} (step {step})", show_lines=False, expand=False,
-                  caption=f"{min(show, len(prompts))} of {len(prompts)} held-out openers shown; "
-                          f"means over all {len(prompts)}, greedy decoding")
+    caption = (f"{min(show, len(prompts))} of {len(prompts)} held-out openers shown; "
+               f"means over all {len(prompts)}, greedy decoding")
+    watch = [f"{label(k)} {v:.3f}" for k, v in (result or {}).items()
+             if k.startswith(("text/", "monitor/")) and v is not None and not math.isnan(v)]
+    if watch:
+        caption += "\n" + " · ".join(watch)
+    table = Table(title=f"Evaluation #{n} (step {step})", show_lines=False, expand=False, caption=caption)
     table.add_column("prompt", style="cyan", max_width=28, overflow="fold")
     table.add_column("output", max_width=60, overflow="fold")
     table.add_column("reward", justify="right")
@@ -107,7 +111,52 @@ def plot_metrics(metrics_path: Path, out: Path, title: str = "") -> list[Path]:
                 label=f"training {k.split('/p_yes_')[-1]} (moving mean)")
     ax.set(xlabel="step", ylabel="P(yes)", ylim=(0, 1), title=f"{title}: P(yes) on held-out openers")
     paths.append(_save(fig, ax, out / "p_yes.png"))
+    if any(k.startswith("text/") for r in evals for k in r):
+        paths.append(plot_hacking(evals, out / "hacking.png", title))
     return paths
+
+
+def plot_hacking(evals: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """hacking.png: the optimised P(yes) beside the independent evaluators (left), and the
+    diversity, repetition and length of the held-out continuations (right)."""
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in evals]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    left.plot(steps, [r["p_yes"] for r in evals], "o-", color="tab:red", lw=2, label="P(yes), optimised")
+    for k in sorted({k for r in evals for k in r if k.startswith("monitor/")}):
+        left.plot(steps, [_num(r.get(k)) for r in evals], "s--", lw=1.5, label=f"{label(k)} (independent)")
+    left.set(xlabel="step", ylabel="score in [0, 1]", ylim=(0, 1), title=f"{title}: reward vs independent evaluators")
+    for k, style in (("text/distinct_1", "o-"), ("text/distinct_2", "s-"), ("text/repeat_3gram", "^-")):
+        right.plot(steps, [_num(r.get(k)) for r in evals], style, lw=1.5, label=label(k))
+    right.set(xlabel="step", ylabel="rate", ylim=(0, 1), title="diversity and repetition (held-out)")
+    twin = right.twinx()
+    twin.plot(steps, [_num(r.get("text/words")) for r in evals], "d:", color="tab:gray", label=label("text/words"))
+    twin.set_ylabel("words per continuation")
+    twin.set_ylim(bottom=0)
+    lines, labels = twin.get_legend_handles_labels()
+    right.plot([], [], "d:", color="tab:gray", label=labels[0] if labels else "words")
+    left.grid(alpha=0.3)
+    left.legend(loc="best", fontsize=8)
+    return _save(fig, right, path)
+
+
+def label(key: str) -> str:
+    """A metric's name for tables and plots."""
+    names = {"reward": "mean reward", "p_yes": "mean P(yes)", "text/distinct_1": "distinct-1",
+             "text/distinct_2": "distinct-2", "text/repeat_3gram": "repeated 3-grams",
+             "text/words": "words"}
+    if key in names:
+        return names[key]
+    if key.startswith("p_yes/"):
+        return "mean P(yes) " + key[6:]
+    if key.startswith("monitor/"):
+        return key[8:] if key[8:] == "vader" else f"P {key[8:]}"
+    return key
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else value
 
 
 def _save(fig, ax, path: Path) -> Path:
@@ -134,7 +183,7 @@ def summarize(evals: list[dict[str, Any]], steps: int, seconds: float, stopped: 
     summary: dict[str, Any] = {"steps": steps, "seconds": round(seconds, 1), "stopped": stopped}
     if evals:
         before, after = evals[0], evals[-1]
-        keys = [k for k in before if k == "reward" or k == "p_yes" or k.startswith("p_yes/")]
+        keys = [k for k in before if k in ("reward", "p_yes") or k.startswith(("p_yes/", "text/", "monitor/"))]
         summary.update(before_step=before["step"], after_step=after["step"],
                        before={k: before[k] for k in keys}, after={k: after.get(k) for k in keys},
                        change={k: after.get(k, math.nan) - before[k] for k in keys})
@@ -151,13 +200,17 @@ def print_summary(console, summary: dict[str, Any], name: str) -> None:
     table.add_column("change", justify="right")
     for key, before in summary.get("before", {}).items():
         after, change = summary["after"][key], summary["change"][key]
-        label = {"reward": "mean reward", "p_yes": "mean P(yes)"}.get(key, "mean P(yes) " + key[6:])
-        table.add_row(label, f"{before:.3f}", f"{after:.3f}", f"[bold]{change:+.3f}[/]")
+        name = label(key) + (" (independent)" if key.startswith("monitor/") else "")
+        table.add_row(name, _fmt(before), _fmt(after), f"[bold]{_fmt(change, '+.3f')}[/]")
     note = f"{summary['steps']} steps, {summary['seconds'] / 60:.1f} min in all"
     if summary.get("stopped"):
         note += f"; stopped early: {summary['stopped']}"
     table.caption = note
     console.print(table)
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def mean(values: Sequence[float]) -> float:

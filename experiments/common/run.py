@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from .callbacks import Evaluator, ProgressBar
 from .config import T_START, Experiment, ExperimentError, build_config, one_line
 from .data import load_prompts
+from .hacking import Monitor, judge_monitor, vader_monitor
 from .precision import choose_precision, resolve_device
 from .report import append_jsonl, jsonable, new_console, plot_metrics, print_summary, summarize
 from .trainers import freeze, trl_classes, trlx_config
@@ -65,6 +66,7 @@ class Run:
 
     def preflight(self) -> None:
         from zyn import load_prompt_set
+        from zyn.errors import ZynError
         from zyn.models import resolve
 
         cfg = self.cfg
@@ -76,6 +78,14 @@ class Run:
         self.device = resolve_device(cfg["device"])
         for role in ("policy", "judge"):
             resolve(cfg[role])  # unknown preset, missing file: raises a one-line ModelError
+        self.monitor_sets = {}
+        for name in cfg["monitors"]:
+            if name != "vader":
+                try:
+                    self.monitor_sets[name] = load_prompt_set(name)
+                except ZynError as e:
+                    raise ExperimentError(f"monitors: {name!r} is neither vader nor a prompt set ({one_line(e)})") \
+                        from None
         eval_rows = load_prompts(cfg["eval_dataset"], words=cfg["dataset_words"], limit=cfg["eval_size"],
                                  split="test", seed=cfg["seed"] + 1)
         held_out = set(eval_rows)
@@ -100,10 +110,11 @@ class Run:
 
         cfg = self.cfg
         self.precision = choose_precision(cfg["precision"], self.device)
-        judge_dtype = cfg["judge_dtype"] or ("bfloat16" if self.precision == "bf16" else "float32")
+        judge_dtype = self.rm_dtype = cfg["judge_dtype"] or ("bfloat16" if self.precision == "bf16" else "float32")
         with self.console.status(f"Loading the judge {cfg['judge']} ..."):
             self.rm = self.exp.build_reward_model(cfg["judge"], prompt=self.prompt_set, device=self.device,
                                                   dtype=judge_dtype, batch_size=cfg["judge_batch_size"])
+        self.monitors = self.build_monitors()
         if cfg["trainer"] == "trlx":
             return
         with self.console.status(f"Loading the policy {cfg['policy']} ..."):
@@ -114,6 +125,26 @@ class Run:
             tok.pad_token = tok.eos_token
         self.trainable = freeze(self.policy, cfg["freeze_embeddings"], cfg["freeze_layers"])
 
+    def build_monitors(self) -> dict[str, Monitor]:
+        """The independent evaluators of `monitors`, in order; a prompt set shares the judge's model.
+        A missing vaderSentiment package drops that monitor with a warning (the run still trains)."""
+        monitors: dict[str, Monitor] = {}
+        for name in self.cfg["monitors"]:
+            if name == "vader":
+                try:
+                    monitors[name] = vader_monitor()
+                except ImportError:
+                    self.console.print("[yellow]monitor 'vader' skipped: the vaderSentiment package is not "
+                                       "installed (pip install vaderSentiment, or install zyn's [experiments] "
+                                       "extra)[/]")
+                continue
+            share = getattr(self.rm, "with_prompt", None)
+            rm = share(self.monitor_sets[name]) if share else self.exp.build_reward_model(
+                self.cfg["judge"], prompt=self.monitor_sets[name], device=self.device, dtype=self.rm_dtype,
+                batch_size=self.cfg["judge_batch_size"])
+            monitors[name] = judge_monitor(rm)
+        return monitors
+
     # ---------------------------------------------------------------- main
 
     def run(self) -> int:
@@ -122,7 +153,8 @@ class Run:
         self._header()
         self.load_models()
         self.log({"kind": "start", "load_seconds": round(time.monotonic() - T_START, 1),
-                   "config": jsonable(cfg), "precision": self.precision, "device": self.device})
+                   "config": jsonable(cfg), "precision": self.precision, "device": self.device,
+                  "monitors": list(self.monitors)})
         if cfg["trainer"] == "trlx":
             return self.run_trlx()
         trainer = self.build_trainer()
@@ -198,7 +230,8 @@ class Run:
             f"[bold]{self.exp.name}[/]: trainer={cfg['trainer']} policy={cfg['policy']} judge={cfg['judge']} "
             f"device={self.device} steps={cfg['steps']}\n  prompt set '{self.prompt_set.name}': {q}\n"
             f"  {len(self.train_prompts)} training prompts, {len(self.eval_prompts)} held-out openers; "
-            f"output in {self.out}")
+            f"output in {self.out}\n"
+            f"  independent evaluators (logged, not optimised): {', '.join(cfg['monitors']) or 'none'}")
 
     def log(self, record: dict[str, Any]) -> None:
         """Append a record to metrics.jsonl (the Evaluator logs through this too)."""
