@@ -83,6 +83,15 @@ def test_judge_monitors_score_with_another_prompt_set(tiny_dirs, tmp_path):
     evals = [json.loads(x) for x in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals and not any(k.startswith("monitor/") for e in evals for k in e)
     assert all("text/repeat_3gram" in e for e in evals)
+    # the two runs side by side, as RESULTS.md records them
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare_runs.py"), str(tmp_path),
+                        str(tmp_path / "none"), "--samples", "2", "--metric", "monitor/sentiment"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split(" | ")[0].strip("| "): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert {"mean P(yes)", "distinct-2", "repeated 3-grams", "words", "P sentiment", "vader"} <= set(rows)
+    assert rows["P sentiment"].rstrip(" |").endswith("-")      # the second run has no monitors
+    assert len([line for line in r.stdout.splitlines() if line.startswith("| '")]) == 2
 
 
 def test_rloo_trainer(tiny_dirs, tmp_path):
