@@ -47,6 +47,7 @@ from ...answers import AnswerIds, resolve_answer_ids
 from ...api import LogOdds, Query
 from ...errors import ZynError
 from .checks import Checked, check_head, check_model, probe_queries, use_fast_kernels
+from .encoding import caller_spans, encode, plain_ids
 from .kernels import onednn_is_faster, release_file_pages
 from .planner import LAYOUTS, CallPlan, plan_call
 from .runner import Paths, Runner, cache_is_plain
@@ -171,11 +172,15 @@ class HFBackend:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return f"{query.system}\n\n{user}" if query.system else user
 
-    def _tokenize(self, query: Query, user: str | None = None) -> list[int]:
+    def _tokenize(self, query: Query, segments: Sequence[tuple[str, bool]] | None = None) -> list[int]:
         # A chat template already writes its special tokens; a plain prompt gets the
-        # tokenizer's own (BOS for most causal LMs, EOS for T5's encoder).
-        special = not self.uses_chat(query.chat)
-        return self.tokenizer(self.format(query, user), add_special_tokens=special)["input_ids"]
+        # tokenizer's own (BOS for most causal LMs, EOS for T5's encoder). Special-token
+        # strings in the caller's text are read as plain text (`encoding`).
+        segments = query.segments if segments is None else tuple(segments)
+        user = "".join(piece for piece, _ in segments)
+        text = self.format(query, user)
+        spans = caller_spans(text, segments, lambda other: self.format(query, other))
+        return encode(self.tokenizer, text, spans, add_special_tokens=not self.uses_chat(query.chat))
 
     def encode(self, query: Query) -> list[int]:
         """Token ids of a query, cut inside its cuttable text if it exceeds `max_length`."""
@@ -194,13 +199,16 @@ class HFBackend:
                 break
             longest = max(cuttable, key=lambda i: len(segments[i][0]))
             segments[longest] = (self._shorten(segments[longest][0], over + 2), True)
-            ids = self._tokenize(query, "".join(piece for piece, _ in segments))
+            ids = self._tokenize(query, segments)
         # Last resort (nothing cuttable left): keep the end, where question and cue are.
         return ids[-self.max_length:], True
 
     def _shorten(self, text: str, drop: int) -> str:
-        """Drop `drop` tokens from the middle of `text`, keeping its head and tail."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Drop `drop` tokens from the middle of `text`, keeping its head and tail. The
+        text is counted as plain text (special-token strings in it are several tokens, as
+        `_tokenize` reads them), and the result stays a cuttable piece, so decoding a
+        special-token string back cannot make it a real token."""
+        ids = plain_ids(self.tokenizer, text)
         keep = max(len(ids) - drop, 0)
         if keep == 0:
             return ""
