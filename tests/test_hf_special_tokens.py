@@ -112,11 +112,14 @@ def test_long_text_with_markers_is_cut_and_stays_plain(chatml):
     ids, cut = backend._encode(q)
     assert cut and len(ids) <= 96
     im = {tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")}
-    # only the template's markers: at most the user turn's head (the last-resort cut may
-    # drop it, as before this rule: the " … " it inserts can cost what it saves) and the tail
+    # only the template's markers, and the cut is inside the text: the template's head (system
+    # turn, user turn, "Review: ") and its tail (the question, the assistant cue) are kept whole
     tail = len(tok("<|im_end|>\n<|im_start|>assistant\n")["input_ids"])
-    assert all(k < 3 or k >= len(ids) - tail for k, i in enumerate(ids) if i in im)
-    assert tok.decode(ids).endswith("Is this movie review positive?<|im_end|>\n<|im_start|>assistant\n")
+    head = backend.format(q).split("the film was good")[0]
+    assert tok.decode(ids).startswith(head)
+    n_head = len(tok(head, add_special_tokens=False)["input_ids"])
+    assert all(k < n_head or k >= len(ids) - tail for k, i in enumerate(ids) if i in im)
+    assert tok.decode(ids).endswith("positive?<|im_end|>\n<|im_start|>assistant\n")
     # the cut is counted in plain-text tokens, so it fits at the first try
     assert len(plain_ids(tok, text)) > len(tok(text, add_special_tokens=False)["input_ids"])
 

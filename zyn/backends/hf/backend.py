@@ -57,6 +57,7 @@ DEFAULT_MAX_LENGTH = 8192  # longer judge inputs are rarely judged well and cost
 # attention and last layer, which another backend's pass must not see.
 _LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
+_CUT = " … "  # marks where a too-long text was cut
 
 
 class HFBackend:
@@ -192,13 +193,14 @@ class HFBackend:
         if len(ids) <= self.max_length:
             return ids, False
         segments = list(query.segments)
-        for _ in range(4):  # re-tokenising a cut text can merge tokens differently: retry
-            over = len(ids) - self.max_length
-            cuttable = [i for i, (piece, cut) in enumerate(segments) if cut]
+        marker = len(plain_ids(self.tokenizer, _CUT))
+        for attempt in range(8):  # re-tokenising a cut text can merge tokens differently: retry,
+            over = len(ids) - self.max_length  # each time with more slack
+            cuttable = [i for i, (piece, cut) in enumerate(segments) if cut and piece]
             if over <= 0 or not cuttable:
                 break
             longest = max(cuttable, key=lambda i: len(segments[i][0]))
-            segments[longest] = (self._shorten(segments[longest][0], over + 2), True)
+            segments[longest] = (self._shorten(segments[longest][0], (over + marker + 2) << attempt), True)
             ids = self._tokenize(query, segments)
         # Last resort (nothing cuttable left): keep the end, where question and cue are.
         return ids[-self.max_length:], True
@@ -213,7 +215,7 @@ class HFBackend:
         if keep == 0:
             return ""
         head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2):]
-        return self.tokenizer.decode(head) + " … " + self.tokenizer.decode(tail)
+        return self.tokenizer.decode(head) + _CUT + self.tokenizer.decode(tail)
 
     # ------------------------------------------------------------------ scoring
 
