@@ -90,6 +90,20 @@ def check_cache(folder: Path, source: dict, *, deep: bool = False) -> str | None
     return None
 
 
+def checkpoint_id(folder: Path) -> str | None:
+    """A digest of what the cached folder holds (every file's name, size and sha256, from its
+    manifest), or None if it has no readable manifest. Two folders with the same id hold the
+    same weights, config and tokenizer; `check_cache` has verified the manifest against the
+    files before a load. Keys what is measured once per model (`backends.hf.checks`)."""
+    try:
+        files = _manifest_files(json.loads((Path(folder) / MANIFEST).read_text()))
+    except (OSError, ValueError):
+        return None
+    if files is None:
+        return None
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
 def _manifest_files(manifest) -> dict[str, tuple[int, str]] | None:
     """{file name: (size, sha256)} of a manifest, or None if it does not have that shape."""
     files = manifest.get("files") if isinstance(manifest, dict) else None

@@ -13,17 +13,48 @@ moves the log-odds by more than rounding is not used, and the next slower one is
     layout    packed or rows (cached prefix, tries) -> padded rows -> one query a pass
     blockwise attention per block; trim: the last layer at the answers only
     head      the output layer's answer rows only (per answer set)
+
+For a model zyn loaded from its own cache (`load_pretrained` marks it with the cached
+checkpoint's identity, ``model.zyn_checkpoint``), both outcomes are kept in the choices
+file of `kernels.cached_choice` (``<zyn cache>/choices/cpu-<machine key>.json``, the
+machine key holding the CPU, torch's build and the thread count), under a name hashing
+the checkpoint's identity, the dtype, the model's module types (which kernels are in),
+the probe's tokens, the layout and options asked for, the answer ids, the attention
+implementation, the zyn and transformers versions and a digest of this package's code.
+A later process reads them instead of measuring, and checks a kept outcome cheaply
+before using it: the kept entry holds the plain forwards' log-odds on the probe (its
+fingerprint), and the probe is run once through the paths the entry allows; only if
+they give those log-odds within `tolerance` is the entry used, else everything is
+measured again and the entry replaced. The kernel swap's own logits check is then
+deferred to that first call: its fingerprint run is on the swapped kernels, and a miss
+runs the kernel check before measuring anything (`_verify_kernels`).
+
+What the fingerprint guarantees, and what it does not: it re-proves, on this process's
+model and kernels, that the allowed paths give the plain forwards' numbers on the
+probe as they were measured; a changed or corrupted entry, other weights under the same
+identity, a broken kernel or changed code all show as a mismatch (or fail to parse) and
+are measured over. It does not re-run the plain forwards themselves (that is the cost
+saved): the reference is the one measured with the same checkpoint, dtype, code and
+machine key, so an entry could only mislead if something outside the key changed a
+plain forward while leaving the fast path's numbers equal to the old ones. Entries that
+allow only the slow paths (padded, one query a pass, the full output layer) are exact
+whatever they say. Models from a hub id, a local folder or memory are checked in every
+process, as is everything with ``ZYN_NO_CHOICE_CACHE`` set or on a GPU.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from ...answers import AnswerIds
 from . import kernels
-from .planner import plan_call
+from .planner import LAYOUTS, plan_call
 from .runner import Paths, Runner
 
 PROBE_TEXT = ("Is this movie review positive? The film was long, but the acting was wonderful and the story "
@@ -76,8 +107,43 @@ def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: 
 
     The fastest combination is tried first and the first that matches is kept (one
     forward pass each, the shared ones reusing the probe's prefix): a trimmed last
-    layer runs every other layer blockwise, so where it matches both hold.
+    layer runs every other layer blockwise, so where it matches both hold. For a model
+    from zyn's cache the outcome is kept, and read back after one fingerprint pass
+    (see the module's notes).
     """
+    name = _kept_name("checks", runner, probe=probe, yes=list(ids.yes), no=list(ids.no), layout=layout,
+                      blockwise=blockwise, trim=trim, can_trim=runner.can_trim(), seq2seq=runner.is_seq2seq)
+    if name is None:
+        _verify_kernels(runner)
+        return _check_model(runner, probe, ids, layout, blockwise=blockwise, trim=trim)[0]
+    got: list[Checked] = []
+
+    def measure() -> dict:
+        _verify_kernels(runner)  # measured on the kernels it checks, once they are checked
+        checked, want = _check_model(runner, probe, ids, layout, blockwise=blockwise, trim=trim)
+        got.append(checked)
+        return {"layout": checked.layout, "padding": checked.padding, "blockwise": checked.blockwise,
+                "trim": checked.trim, "head": checked.head[ids], "want": want.tolist()}
+
+    def valid(entry: Any) -> bool:
+        checked = _read_entry(entry, ids, layout)
+        want = torch.tensor(entry["want"], dtype=torch.float32)
+        if want.shape != (len(probe),) or not _verify(runner, probe, ids, checked, want):
+            return False
+        got.append(checked)
+        return True
+
+    try:
+        kernels.cached_choice(name, measure, valid)
+    finally:
+        runner.prefix.clear()  # the probe's prefix is of no use to a call
+    runner.unverified_kernels = None  # measured on them, or the fingerprint held on them
+    return got[-1]
+
+
+def _check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, *, blockwise: bool,
+                 trim: bool | None) -> tuple[Checked, torch.Tensor]:
+    """`check_model`, measured; also returns the plain forwards' log-odds on `probe`."""
     tol = tolerance(runner.model.dtype)
     want = torch.cat([runner.plain(seq, ids) for seq in probe])  # (Q,)
     head = check_head(runner, probe[0], ids, want[:1])
@@ -90,7 +156,26 @@ def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: 
     if checked.layout == "padded":  # does padding change the numbers?
         checked.padding = _matches(lambda: _run(runner, probe, ids, "padded", Paths()), want, tol)
     runner.prefix.clear()  # the probe's prefix is of no use to a call
-    return checked
+    return checked, want
+
+
+def _read_entry(entry: Any, ids: AnswerIds, layout: str) -> Checked:
+    """A kept outcome as `Checked`; raises if it is not one `check_model` could have given."""
+    flags = [entry[k] for k in ("padding", "blockwise", "trim", "head")]
+    if entry["layout"] not in (layout, "padded") or entry["layout"] not in LAYOUTS \
+            or not all(isinstance(f, bool) for f in flags):
+        raise ValueError("not a kept check")
+    padding, blockwise, trim, head = flags
+    return Checked(entry["layout"], padding, blockwise=blockwise, trim=trim, head={ids: head})
+
+
+def _verify(runner: Runner, probe: list[list[int]], ids: AnswerIds, checked: Checked, want: torch.Tensor) -> bool:
+    """Whether the paths `checked` allows give `want` on the probe: one pass in its
+    layout (one query alone where padding is not allowed)."""
+    paths = checked.paths(ids)
+    if checked.layout == "padded" and not checked.padding:
+        probe, want = probe[:1], want[:1]
+    return _matches(lambda: _run(runner, probe, ids, checked.layout, paths), want, tolerance(runner.model.dtype))
 
 
 def _fastest_first(layout: str, head: bool, blockwise: bool, trim: bool) -> list[Paths]:
@@ -118,16 +203,73 @@ def check_head(runner: Runner, seq: list[int], ids: AnswerIds, want: torch.Tenso
 
 def use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
     """Swap in fused RMSNorms and (if `onednn`) oneDNN linears; keep them only if the
-    model's logits on `probe` stay within rounding. Returns the kernels in use."""
+    model's logits on `probe` stay within rounding. Returns the kernels in use.
+
+    For a model from zyn's cache whose outcome is kept, the swaps are made as that
+    outcome says and their check is left to the first call's (`check_model`)."""
+    name = _kept_name("kernels", runner, probe=probe, onednn=onednn)
+    if name is None:
+        return _use_fast_kernels(runner, probe, onednn)
+    measured: list[str] = []
+
+    def measure() -> dict:
+        measured.append(_use_fast_kernels(runner, probe, onednn))
+        return {"kept": measured[0] != "default" or _count(runner.model, kernels.FusedRMSNorm) > 0,
+                "fused_mlps": _count(runner.model, kernels.OneDNNGatedMLP)}
+
+    kept = kernels.cached_choice(name, measure, lambda entry: isinstance(entry["kept"], bool)
+                                 and type(entry["fused_mlps"]) is int)
+    if measured:
+        return measured[0]
+    if not kept["kept"]:
+        return "default"
+    swaps: list = []
+    kernels.use_fused_norms(runner.model, swaps)
+    if onednn:
+        # the MLPs fused then are fused again without their random-input check
+        kernels.use_onednn_linears(runner.model, swaps, check_mlps=kept["fused_mlps"] == 0)
+        if _count(runner.model, kernels.OneDNNGatedMLP) != kept["fused_mlps"]:  # not as kept: measure
+            kernels.undo(swaps)
+            return _use_fast_kernels(runner, probe, onednn)
+    runner.unverified_kernels = (list(probe), swaps)
+    return "onednn" if onednn else "default"
+
+
+def _count(model, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def _verify_kernels(runner: Runner) -> None:
+    """The kernel swap's logits check, where a kept outcome let construction skip it:
+    the swapped model's logits on the probe against those of the model's own modules;
+    on a mismatch the swaps are undone (the backend then runs its own kernels)."""
+    if runner.unverified_kernels is None:
+        return
+    probe, swaps = runner.unverified_kernels
+    runner.unverified_kernels = None
+    swapped = [(parent, name, getattr(parent, name)) for parent, name, _ in swaps]
+    got = runner.plain_logits(probe)
+    kernels.undo(swaps)
+    want = runner.plain_logits(probe)
+    if _matches(lambda: got, want, _logits_tolerance(runner.model.dtype, want)):
+        for parent, name, new in swapped:
+            setattr(parent, name, new)
+
+
+def _logits_tolerance(dtype: torch.dtype, want: torch.Tensor) -> float:
+    # relative to the logits' scale: float32 rounding, or a few 16-bit steps
+    return (1e-4 if dtype == torch.float32 else 5e-2) * float(want.abs().max().clamp(min=1))
+
+
+def _use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
+    """`use_fast_kernels`, measured."""
     model = runner.model
     want = runner.plain_logits(probe)
     swaps: list = []
     kernels.use_fused_norms(model, swaps)
     if onednn:
         kernels.use_onednn_linears(model, swaps)
-    # relative to the logits' scale: float32 rounding, or a few 16-bit steps
-    tol = (1e-4 if model.dtype == torch.float32 else 5e-2) * float(want.abs().max().clamp(min=1))
-    if _matches(lambda: runner.plain_logits(probe), want, tol):
+    if _matches(lambda: runner.plain_logits(probe), want, _logits_tolerance(model.dtype, want)):
         return "onednn" if onednn else "default"
     kernels.undo(swaps)
     return "default"
@@ -148,3 +290,38 @@ def _matches(run: Callable[[], torch.Tensor], want: torch.Tensor, tol: float) ->
     except Exception:  # noqa: BLE001 - an architecture this path does not fit
         return False
     return got.shape == want.shape and bool((got.float() - want.float()).abs().max() <= tol)
+
+
+# ---------------------------------------------------------------------- kept outcomes
+
+def _kept_name(kind: str, runner: Runner, **parts: Any) -> str | None:
+    """The name under which `kind`'s outcome for this model is kept in the choices file,
+    or None where it is not kept (a model not from zyn's cache, or not on the CPU)."""
+    model = runner.model
+    checkpoint = getattr(model, "zyn_checkpoint", None)
+    if not isinstance(checkpoint, str) or not checkpoint or runner.device.type != "cpu":
+        return None
+    key = {"checkpoint": checkpoint, "class": f"{type(model).__module__}.{type(model).__qualname__}",
+           "dtype": str(model.dtype), "modules": sorted({type(m).__qualname__ for m in model.modules()}),
+           "attention": str(getattr(model.config, "_attn_implementation", None)), "code": _code_version(),
+           **parts}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"{kind}/{digest}"
+
+
+@functools.cache
+def _code_version() -> str:
+    """zyn's and transformers' versions and a digest of the code a check runs (this
+    package, the log-odds): an edited checkout measures again."""
+    import transformers
+
+    from ... import __version__
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("*.py")) + [root.parents[1] / "scoring.py", root.parents[1] / "answers.py"]:
+        try:
+            digest.update(path.name.encode() + path.read_bytes())
+        except OSError:
+            digest.update(path.name.encode())
+    return f"{__version__}/{transformers.__version__}/{digest.hexdigest()[:16]}"

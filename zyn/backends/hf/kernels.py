@@ -215,12 +215,16 @@ def choice_file(machine: dict | None = None) -> Path:
     return cache_root() / "choices" / f"cpu-{key}.json"
 
 
-def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
+def cached_choice(name: str, measure: Callable[[], Any], valid: Callable[[Any], bool] | None = None) -> Any:
     """`measure()`'s (JSON) value for `name`, measured once per machine: read from
     `choice_file` when it holds it, else measured and written there, unless `measure`
     returned it as `Unsettled` (too close to call: not kept). A file that cannot be read
     or written is ignored (the choice is measured, never fails); with
-    ``ZYN_NO_CHOICE_CACHE`` set, always measured. Delete the file to measure again."""
+    ``ZYN_NO_CHOICE_CACHE`` set, always measured. Delete the file to measure again.
+
+    `valid(value)`, if given, decides whether a kept value may be used (its shape, and
+    whatever cheap re-check the caller runs on it; raising counts as no): one it rejects
+    is measured again and replaced."""
     if os.environ.get("ZYN_NO_CHOICE_CACHE"):
         value = measure()
         return value.value if isinstance(value, Unsettled) else value
@@ -234,7 +238,13 @@ def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
         data = None
     data = data or {"machine": machine, "choices": {}}
     if name in data["choices"]:
-        return data["choices"][name]
+        kept = data["choices"][name]
+        try:
+            usable = valid is None or bool(valid(kept))
+        except Exception:  # noqa: BLE001 - a malformed entry: measured again
+            usable = False
+        if usable:
+            return kept
     value = measure()
     if isinstance(value, Unsettled):
         return value.value
@@ -253,11 +263,14 @@ def cached_choice(name: str, measure: Callable[[], Any]) -> Any:
 Swap = tuple[nn.Module, str, nn.Module]  # (parent, child name, the child swapped out)
 
 
-def use_onednn_linears(model: nn.Module, swaps: list[Swap] | None = None) -> int:
+def use_onednn_linears(model: nn.Module, swaps: list[Swap] | None = None, check_mlps: bool = True) -> int:
     """Swap every ``nn.Linear`` of `model` (except its output embedding, and those whose
     parent reads their weight) for a OneDNNLinear, and every SiLU-gated MLP (gate_proj,
     up_proj, down_proj, act_fn) for a OneDNNGatedMLP where it gives the MLP's own
-    numbers on a random input. Each swap is appended to `swaps` (see `undo`).
+    numbers on a random input (`check_mlps` False: without that check, for a model
+    whose swap was checked before and is checked again as a whole, see
+    `checks.use_fast_kernels`; it reads every MLP weight twice). Each swap is appended
+    to `swaps` (see `undo`).
 
     The output layer is left alone: it runs on one row per query, and it may share its
     weight with the input embedding. Returns how many linear layers were swapped.
@@ -273,7 +286,7 @@ def use_onednn_linears(model: nn.Module, swaps: list[Swap] | None = None) -> int
         return packed
 
     swapped = _swap(model, onednn, swaps)
-    _swap(model, lambda parent, name, child: _fused_mlp(child), swaps)
+    _swap(model, lambda parent, name, child: _fused_mlp(child, check_mlps), swaps)
     return swapped
 
 
@@ -328,13 +341,16 @@ def _reproduces(module: nn.Module, fused: nn.Module, x: torch.Tensor, tol: float
     return bool((got - want).abs().max() <= tol * want.abs().max().clamp(min=1e-6))
 
 
-def _fused_mlp(mlp: nn.Module) -> OneDNNGatedMLP | None:
-    """`mlp` as a OneDNNGatedMLP, if it is a SiLU-gated MLP that the fused one reproduces."""
+def _fused_mlp(mlp: nn.Module, check: bool = True) -> OneDNNGatedMLP | None:
+    """`mlp` as a OneDNNGatedMLP, if it is a SiLU-gated MLP that the fused one reproduces
+    (on a random input, unless `check` is False)."""
     parts = [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     act = getattr(mlp, "act_fn", None)
     if not all(isinstance(p, OneDNNLinear) for p in parts) or type(act).__name__ not in ("SiLU", "SiLUActivation"):
         return None
     fused = OneDNNGatedMLP(*parts)
+    if not check:
+        return fused
     dtype = parts[0].packed.dtype
     x = torch.randn(2, 3, parts[0].in_features, dtype=dtype)
     return fused if _reproduces(mlp, fused, x, 1e-4 if dtype == torch.float32 else 3e-2) else None
