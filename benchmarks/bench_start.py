@@ -42,7 +42,7 @@ STEPS = ["import zyn", "import engine", "precision", "load", "kernel choice", "k
 TEXT = "The film was long, but the acting was wonderful and the story kept me watching until the end."
 
 
-def child(model: str, dtype: str | None) -> dict:
+def child(model: str, dtype: str | None, prompt: str = "sentiment") -> dict:
     times: dict[str, float] = {}
     mark = time.perf_counter()
     import zyn
@@ -74,7 +74,7 @@ def child(model: str, dtype: str | None) -> dict:
     timed(backend_mod.HFBackend, "_check", "first-call checks")
 
     start = time.perf_counter()
-    rm = zyn.ZeroShotRewardModel(model, dtype=dtype)
+    rm = zyn.ZeroShotRewardModel(model, dtype=dtype, prompt=prompt)
     built = time.perf_counter()
     p = rm.score([TEXT])[0]
     end = time.perf_counter()
@@ -86,8 +86,8 @@ def child(model: str, dtype: str | None) -> dict:
             "since_interpreter": end - _T0}
 
 
-def run_one(model: str, dtype: str | None, env: dict) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", model]
+def run_one(model: str, dtype: str | None, env: dict, prompt: str = "sentiment") -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", model, "--prompt", prompt]
     if dtype:
         cmd += ["--dtype", dtype]
     t = time.perf_counter()
@@ -104,6 +104,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--dtype", default=None, help="as ZeroShotRewardModel's dtype (default: float32 on CPU; 'fast')")
+    ap.add_argument("--prompt", default="sentiment",
+                    help="prompt set (a name or a YAML path: pin a copy to compare P(yes) across code versions)")
     ap.add_argument("--runs", type=int, default=5, help="measured runs after one warm-up run")
     ap.add_argument("--no-choice-cache", action="store_true",
                     help="set ZYN_NO_CHOICE_CACHE=1: measure the kernel and precision choices in every process")
@@ -111,13 +113,13 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.model, args.dtype)))
+        print(json.dumps(child(args.model, args.dtype, args.prompt)))
         return
     env = dict(os.environ)
     if args.no_choice_cache:
         env["ZYN_NO_CHOICE_CACHE"] = "1"
-    warm = run_one(args.model, args.dtype, env)
-    runs = [run_one(args.model, args.dtype, env) for _ in range(args.runs)]
+    warm = run_one(args.model, args.dtype, env, args.prompt)
+    runs = [run_one(args.model, args.dtype, env, args.prompt) for _ in range(args.runs)]
     cols = STEPS + ["process"]
     print(f"model {args.model}, dtype {args.dtype or 'default'} -> {warm['dtype']}, kernels {warm['kernels']}, "
           f"P(yes) {warm['p_yes']:.6f}; load average {os.getloadavg()[0]:.1f}")
@@ -126,10 +128,10 @@ def main() -> None:
         vals = [r["times"][c] for r in runs]
         print(f"{c:<20}{warm['times'][c]:>9.2f}{statistics.median(vals):>9.2f}{min(vals):>9.2f}")
     same = all(r["p_yes"] == warm["p_yes"] for r in runs)
-    print(f"same P(yes) in every process: {same}")
+    print(f"same P(yes) in every process: {same}" + ("" if same else f" ({sorted({r['p_yes'] for r in runs})})"))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "dtype": args.dtype, "warm_up": warm, "runs": runs,
+            json.dump({"model": args.model, "dtype": args.dtype, "prompt": args.prompt, "warm_up": warm, "runs": runs,
                        "loadavg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}, f, indent=1)
 
 

@@ -202,3 +202,23 @@ def test_added_tokens_read_ahead_give_the_same_tokenizer(tiny_causal_dir):
     assert _top_level_value(' {"a": {"added_tokens": 1}, "added_tokens" : [2]}', "added_tokens") == [2]
     with pytest.raises(KeyError):
         _top_level_value('{"a": 1}', "added_tokens")
+
+
+@pytest.mark.parametrize("edit", [False, True])
+def test_first_check_reuses_the_kernel_checks_forward(cache, monkeypatch, edit):
+    """The kernel check's plain forward of the probe is the first-call checks' first
+    reference, unless a weight was changed in between."""
+    from zyn.backends.hf.runner import Runner
+
+    calls = []
+    plain_logits = Runner.plain_logits
+    monkeypatch.setattr(Runner, "plain_logits", lambda self, seq: calls.append(seq) or plain_logits(self, seq))
+    model, tok = make_tiny_causal()
+    backend = HFBackend(model, tok, fast_kernels="always")
+    assert len(calls) == 2  # before and after the swap
+    if edit:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.mul_(1.01)
+    backend.fast_paths(YES, NO)
+    assert len(calls) == 2 + 3 + edit  # the probe's 4 queries, the first reused unless a weight changed
+    assert backend.runner.plain_memo is None

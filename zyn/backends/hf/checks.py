@@ -53,6 +53,7 @@ from typing import Any, Callable
 import torch
 
 from ...answers import AnswerIds
+from ...scoring import answer_logodds
 from . import kernels
 from .planner import LAYOUTS, plan_call
 from .runner import Paths, Runner
@@ -145,7 +146,8 @@ def _check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout:
                  trim: bool | None) -> tuple[Checked, torch.Tensor]:
     """`check_model`, measured; also returns the plain forwards' log-odds on `probe`."""
     tol = tolerance(runner.model.dtype)
-    want = torch.cat([runner.plain(seq, ids) for seq in probe])  # (Q,)
+    want = torch.cat([_plain(runner, seq, ids) for seq in probe])  # (Q,)
+    runner.plain_memo = None
     head = check_head(runner, probe[0], ids, want[:1])
     checked = Checked("padded", padding=True, head={ids: head})
     if not runner.is_seq2seq and layout != "padded":
@@ -254,6 +256,9 @@ def _verify_kernels(runner: Runner) -> None:
     if _matches(lambda: got, want, _logits_tolerance(runner.model.dtype, want)):
         for parent, name, new in swapped:
             setattr(parent, name, new)
+        _remember(runner, probe, got)
+    else:
+        _remember(runner, probe, want)
 
 
 def _logits_tolerance(dtype: torch.dtype, want: torch.Tensor) -> float:
@@ -269,10 +274,32 @@ def _use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
     kernels.use_fused_norms(model, swaps)
     if onednn:
         kernels.use_onednn_linears(model, swaps)
-    if _matches(lambda: runner.plain_logits(probe), want, _logits_tolerance(model.dtype, want)):
+    got: list[torch.Tensor] = []
+    if _matches(lambda: got.append(runner.plain_logits(probe)) or got[0], want, _logits_tolerance(model.dtype, want)):
+        _remember(runner, probe, got[0])
         return "onednn" if onednn else "default"
     kernels.undo(swaps)
+    _remember(runner, probe, want)
     return "default"
+
+
+def _remember(runner: Runner, seq: list[int], logits: torch.Tensor) -> None:
+    """Keep the plain logits of `seq` on the kernels now in use: the first call's
+    checks start from the same forward (`_plain`)."""
+    runner.plain_memo = (tuple(seq), _weights_version(runner.model), logits)
+
+
+def _plain(runner: Runner, seq: list[int], ids: AnswerIds) -> torch.Tensor:
+    """`runner.plain`, reusing the kernel check's forward of the same tokens while no
+    weight has changed since (in place: torch counts each tensor's writes)."""
+    memo = runner.plain_memo
+    if memo is not None and memo[0] == tuple(seq) and memo[1] == _weights_version(runner.model):
+        return answer_logodds(memo[2][None], ids.yes, ids.no)
+    return runner.plain(seq, ids)
+
+
+def _weights_version(model) -> tuple:
+    return tuple((id(p), p._version) for p in model.parameters())
 
 
 def _run(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, paths: Paths) -> torch.Tensor:

@@ -58,6 +58,8 @@ class Runner:
         # (probe, swaps) of a kernel swap made from a kept outcome, its logits check not
         # yet run: the first call's checks run it or re-prove it (`checks.check_model`)
         self.unverified_kernels: tuple[list[int], list] | None = None
+        # (tokens, weights' version, logits) of the kernel check's last plain forward
+        self.plain_memo: tuple | None = None
 
     @property
     def device(self) -> torch.device:
