@@ -6,14 +6,15 @@ itself, BOS/EOS) stay special; a special-token string inside the caller's text (
 plain text, as ``split_special_tokens=True`` would read it, so a text cannot forge a
 chat turn or end the input early.
 
-The caller's text is the query's cuttable segments (`Query.segments`: the string values
-of the record, such as ``text``, ``prompt``, ``completion`` and string fields). They are
-located in the formatted string after the user message's start; where a chat template
-changed the message (``| trim``, escaping) so that they cannot be found, the whole user
-message is treated as the caller's (its template text included), and where a query has
-no cuttable segment (a template that renders only non-string values, such as a loop over
-``messages``, or one whose values could not be told apart: see
-`zyn.prompts._render_query`) the whole user message is too.
+What counts as the caller's: the whole user message, the question's template text
+included. A record's values reach it as cuttable segments (`Query.segments`) but also
+through template text: a loop over ``messages`` writes their contents as template
+output (`zyn.prompts._render_query` marks top-level strings only), so only the message
+as a whole is certain to cover them. A question template has no business writing
+special tokens itself; the chat template around the message (and the tokenizer's
+BOS/EOS) does. The message is located in the formatted string; where a chat template
+changed it (``| trim``, escaping) so that it cannot be found verbatim, its region is
+found by rendering the query around a sentinel.
 
 How, so that ordinary texts keep exactly their ids:
 
@@ -72,7 +73,8 @@ def special_strings(tokenizer) -> list[str]:
 
 def caller_spans(formatted: str, segments: Sequence[tuple[str, bool]],
                  render: Callable[[str], str] | None = None) -> list[Span]:
-    """Character spans of the caller's pieces (cuttable segments) in `formatted`.
+    """Character span of the user message (the question's template text and every value of
+    the record it renders, nested ones included) in `formatted`.
 
     `render(user)` formats the query with another user message; it is used only when the
     user message is not found exactly once, to find where it went (then the whole user
@@ -83,14 +85,7 @@ def caller_spans(formatted: str, segments: Sequence[tuple[str, bool]],
         return []
     start = formatted.find(user)
     if start >= 0 and (render is None or formatted.find(user, start + 1) < 0):  # found, and only once
-        if not any(cut for _, cut in segments):
-            return [(start, start + len(user))]
-        spans, at = [], start
-        for piece, cut in segments:
-            if cut:
-                spans.append((at, at + len(piece)))
-            at += len(piece)
-        return spans
+        return [(start, start + len(user))]
     region = _user_region(formatted, render)
     return [region] if region[1] > region[0] else []
 
