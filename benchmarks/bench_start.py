@@ -11,8 +11,10 @@ scores one text, timing each step on its way:
   precision         `dtype="fast"`: which of bf16 and float32 multiplies faster here
   load              `load_pretrained`: transformers' model code, weights, tokenizer
   kernel choice     whether oneDNN's linear beats torch's default here
-  kernel swap       oneDNN linears and fused norms swapped in, the logits checked
-  first-call checks which fast paths reproduce a plain forward (once per model)
+  kernel swap       oneDNN linears and fused norms swapped in, the logits checked (for a
+                    preset whose outcome is kept: swapped as kept, checked at the first call)
+  first-call checks which fast paths reproduce a plain forward (once per model; for a
+                    preset, read from the choices file after one fingerprint pass)
   first score       the rest of the first `score` call
   total             `import zyn` to the first score, inside the process
   process           spawn to exit, seen from the parent (interpreter start included)
@@ -22,7 +24,7 @@ is reported apart; the table gives the median and the best of the others.
 
     python benchmarks/bench_start.py --runs 5
     python benchmarks/bench_start.py --runs 5 --dtype fast
-    python benchmarks/bench_start.py --runs 5 --no-choice-cache   # measure the choices each time
+    python benchmarks/bench_start.py --runs 5 --no-choice-cache   # measure the choices and checks each time
 """
 from __future__ import annotations
 
@@ -108,7 +110,8 @@ def main() -> None:
                     help="prompt set (a name or a YAML path: pin a copy to compare P(yes) across code versions)")
     ap.add_argument("--runs", type=int, default=5, help="measured runs after one warm-up run")
     ap.add_argument("--no-choice-cache", action="store_true",
-                    help="set ZYN_NO_CHOICE_CACHE=1: measure the kernel and precision choices in every process")
+                    help="set ZYN_NO_CHOICE_CACHE=1: measure the kernel and precision choices and the "
+                         "model's checks in every process")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

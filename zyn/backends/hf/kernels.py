@@ -22,8 +22,10 @@ of the CPU's model name and flags, torch's version and the thread count
 (`cached_choice`), so a second process reads it instead of measuring again; a changed
 CPU or torch makes a new key. Only a clear answer is kept (the two rates 1.2x apart
 beyond the threshold): a close call is measured in every process, as a single
-measurement on a busy machine can land on either side. ``ZYN_NO_CHOICE_CACHE=1``
-measures in every process.
+measurement on a busy machine can land on either side. The same file keeps, for a model
+zyn loaded from its own cache, the outcome of its kernel swap and first-call checks
+(`checks`; each re-proved by a fingerprint pass before use). ``ZYN_NO_CHOICE_CACHE=1``
+measures everything in every process.
 """
 from __future__ import annotations
 
