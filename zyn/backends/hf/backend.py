@@ -47,7 +47,7 @@ from ...answers import AnswerIds, resolve_answer_ids
 from ...api import LogOdds, Query
 from ...errors import ZynError
 from .checks import Checked, check_head, check_model, probe_queries, use_fast_kernels
-from .encoding import caller_spans, encode, plain_ids
+from ..tokens import caller_spans, encode, fit, shorten
 from .kernels import onednn_is_faster, release_file_pages
 from .planner import LAYOUTS, CallPlan, plan_call
 from .runner import Paths, Runner, cache_is_plain
@@ -57,7 +57,6 @@ DEFAULT_MAX_LENGTH = 8192  # longer judge inputs are rarely judged well and cost
 # attention and last layer, which another backend's pass must not see.
 _LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
-_CUT = " … "  # marks where a too-long text was cut
 
 
 class HFBackend:
@@ -173,14 +172,13 @@ class HFBackend:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return f"{query.system}\n\n{user}" if query.system else user
 
-    def _tokenize(self, query: Query, segments: Sequence[tuple[str, bool]] | None = None) -> list[int]:
+    def _tokenize(self, query: Query, user: str | None = None) -> list[int]:
         # A chat template already writes its special tokens; a plain prompt gets the
         # tokenizer's own (BOS for most causal LMs, EOS for T5's encoder). Special-token
-        # strings in the caller's text are read as plain text (`encoding`).
-        segments = query.segments if segments is None else tuple(segments)
-        user = "".join(piece for piece, _ in segments)
+        # strings in the user message are read as plain text (`zyn.backends.tokens`).
+        user = query.user if user is None else user
         text = self.format(query, user)
-        spans = caller_spans(text, segments, lambda other: self.format(query, other))
+        spans = caller_spans(text, user, lambda other: self.format(query, other))
         return encode(self.tokenizer, text, spans, add_special_tokens=not self.uses_chat(query.chat))
 
     def encode(self, query: Query) -> list[int]:
@@ -189,33 +187,11 @@ class HFBackend:
 
     def _encode(self, query: Query) -> tuple[list[int], bool]:
         """`encode`, and whether the query had to be cut."""
-        ids = self._tokenize(query)
-        if len(ids) <= self.max_length:
-            return ids, False
-        segments = list(query.segments)
-        marker = len(plain_ids(self.tokenizer, _CUT))
-        for attempt in range(8):  # re-tokenising a cut text can merge tokens differently: retry,
-            over = len(ids) - self.max_length  # each time with more slack
-            cuttable = [i for i, (piece, cut) in enumerate(segments) if cut and piece]
-            if over <= 0 or not cuttable:
-                break
-            longest = max(cuttable, key=lambda i: len(segments[i][0]))
-            segments[longest] = (self._shorten(segments[longest][0], (over + marker + 2) << attempt), True)
-            ids = self._tokenize(query, segments)
-        # Last resort (nothing cuttable left): keep the end, where question and cue are.
-        return ids[-self.max_length:], True
+        return fit(query, self._tokenize, self._shorten, self.max_length)
 
     def _shorten(self, text: str, drop: int) -> str:
-        """Drop `drop` tokens from the middle of `text`, keeping its head and tail. The
-        text is counted as plain text (special-token strings in it are several tokens, as
-        `_tokenize` reads them), and the result stays a cuttable piece, so decoding a
-        special-token string back cannot make it a real token."""
-        ids = plain_ids(self.tokenizer, text)
-        keep = max(len(ids) - drop, 0)
-        if keep == 0:
-            return ""
-        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2):]
-        return self.tokenizer.decode(head) + _CUT + self.tokenizer.decode(tail)
+        """`shorten` of the tokenizer: `drop` tokens and the marker's cost out of the middle of `text`."""
+        return shorten(self.tokenizer, text, drop)
 
     # ------------------------------------------------------------------ scoring
 

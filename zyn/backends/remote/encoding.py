@@ -4,16 +4,15 @@ Exact scoring (vLLM's /generative_scoring) is sent token ids, so zyn decides the
 tokens, as the local backend does:
 
 * `LocalTokens`: a local tokenizer of the served model applies the chat template
-  and tokenizes here (no requests);
+  and tokenizes here (no requests), by the local backend's rules
+  (`zyn.backends.tokens`): special-token strings in the user message are plain text;
 * `ServerTokens`: the server's own ``POST /tokenize``, with ``messages`` for a query
   that wants the chat template and ``prompt`` for one that does not.
 
 A query longer than the server takes is cut inside its text as the local backend
-cuts it (`fit`): the longest cuttable piece loses tokens from its middle, question
-and answer cue kept. Unlike the local backend's cut, the tokens of the ``" … "``
-put in their place are paid for, so a tokenizer that spells it in several tokens
-still converges. The limit is ``max_model_len - 1``: vLLM keeps one position
-for the answer and cuts a longer prompt at its end, where the question is.
+cuts it (`zyn.backends.tokens.fit`): the longest cuttable piece loses tokens from its
+middle, question and answer cue kept. The limit is ``max_model_len - 1``: vLLM keeps
+one position for the answer and cuts a longer prompt at its end, where the question is.
 """
 from __future__ import annotations
 
@@ -23,11 +22,8 @@ from typing import Callable
 from ...api import Query
 from ...errors import ZynError
 from .errors import RemoteStatusError
+from ..tokens import MARK, caller_spans, encode, fit, shorten
 from .protocols import Tokenized, chat_messages, plain_prompt, tokenize_chat_body, tokenize_prompt_body
-
-_RETRIES = 4  # re-tokenising a cut text can merge tokens differently: a few more cuts
-MARK = " … "  # put where a text was cut
-
 
 @dataclass(frozen=True)
 class Encoded:
@@ -36,35 +32,6 @@ class Encoded:
     ids: list[int]
     cut: bool
     limit: int | None
-
-
-def fit(query: Query, tokenize: Callable[[Query, str | None], list[int]],
-        shorten: Callable[[str, int], str], limit: int | None) -> tuple[list[int], bool]:
-    """Token ids of `query`, cut inside its cuttable text to at most `limit` tokens.
-
-    Args:
-        query: the query.
-        tokenize: (query, user text or None for the query's own) -> token ids.
-        shorten: (text, n) -> the text with about n tokens dropped from its middle.
-        limit: most tokens allowed; None for no limit.
-
-    Returns:
-        (ids, whether they were cut). With nothing cuttable left, the last `limit`
-        tokens are kept: the question and the answer cue are at the end.
-    """
-    ids = tokenize(query, None)
-    if limit is None or len(ids) <= limit:
-        return ids, False
-    segments = list(query.segments)
-    for _ in range(_RETRIES):
-        over = len(ids) - limit
-        cuttable = [i for i, (_, cuttable) in enumerate(segments) if cuttable]
-        if over <= 0 or not cuttable:
-            break
-        longest = max(cuttable, key=lambda i: len(segments[i][0]))
-        segments[longest] = (shorten(segments[longest][0], over + 2), True)
-        ids = tokenize(query, "".join(piece for piece, _ in segments))
-    return ids[-limit:], True
 
 
 class LocalTokens:
@@ -89,19 +56,14 @@ class LocalTokens:
 
     def tokenize(self, query: Query, user: str | None = None) -> list[int]:
         # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (BOS).
-        special = not self.uses_chat(query.chat)
-        return list(self.tokenizer(self.text(query, user), add_special_tokens=special)["input_ids"])
+        # Special-token strings in the user message are read as plain text (`zyn.backends.tokens`).
+        user = query.user if user is None else user
+        text = self.text(query, user)
+        spans = caller_spans(text, user, lambda other: self.text(query, other))
+        return encode(self.tokenizer, text, spans, add_special_tokens=not self.uses_chat(query.chat))
 
     def shorten(self, text: str, drop: int) -> str:
-        """Drop `drop` tokens from the middle of `text`, keeping its head and tail, and
-        as many more as the ``" … "`` put in their place costs."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        marker = len(self.tokenizer(MARK, add_special_tokens=False)["input_ids"])
-        keep = max(len(ids) - drop - marker, 0)
-        if keep == 0:
-            return ""
-        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2):]
-        return self.tokenizer.decode(head) + MARK + self.tokenizer.decode(tail)
+        return shorten(self.tokenizer, text, drop)
 
     def encode(self, query: Query, limit: int | None) -> Encoded:
         ids, cut = fit(query, self.tokenize, self.shorten, limit)

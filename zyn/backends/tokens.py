@@ -1,4 +1,14 @@
-"""Token ids of a formatted query in which the caller's text can never be a special token.
+"""Token ids of a query: the caller's text is never a special token, and a query too long
+for the model is cut inside its text (`fit`). Shared by the transformers backend and the
+remote backends' local tokenizer (`zyn.backends.remote.encoding.LocalTokens`); no torch.
+
+Cutting (`fit`): the longest cuttable piece of the query (a value of the record) loses
+tokens from its middle, and ``" … "`` (`MARK`) marks the place, so the template's text,
+the question and the answer cue stay whole. Re-tokenising a cut text can merge tokens
+differently, so the cut is retried with more slack each time; only a query with nothing
+left to cut keeps its last tokens (the question and the cue are at the end).
+
+Special tokens:
 
 The rule: special tokens written by the chat template (and those the tokenizer adds
 itself, BOS/EOS) stay special; a special-token string inside the caller's text (a
@@ -34,9 +44,10 @@ concurrent call would see. Slow tokenizers (no offsets) locate special-token str
 search and pass ``split_special_tokens=True``. Whatever path ran, a special id never
 comes back from a stretch of plain text: one the tokenizer still produced is dropped.
 
-Remote backends tokenise server-side (or with the same whole-string rule via a local
-tokenizer) and are not covered: there ``delimit: true`` (`zyn.prompts.neutralise`) is
-the defence.
+Remote backends given a local tokenizer (``tokenizer=``, exact vLLM scoring) send ids made
+by this rule too; a server that tokenises itself (its ``/tokenize``, OpenAI-compatible
+completions) reads such strings as its tokenizer does: there ``delimit: true``
+(`zyn.prompts.neutralise`) is the defence.
 """
 from __future__ import annotations
 
@@ -45,7 +56,49 @@ import threading
 import weakref
 from typing import Callable, Sequence
 
+from ..api import Query
+
 Span = tuple[int, int]
+MARK = " … "  # put where a text was cut
+_RETRIES = 8  # re-tokenising a cut text can merge tokens differently: cut again, with more slack
+
+
+def fit(query: Query, tokenize: Callable[[Query, str | None], list[int]],
+        shorten: Callable[[str, int], str], limit: int | None) -> tuple[list[int], bool]:
+    """Token ids of `query`, cut inside its cuttable text to at most `limit` tokens.
+
+    Args:
+        query: the query.
+        tokenize: (query, user message or None for the query's own) -> token ids.
+        shorten: (text, n) -> the text with about n tokens (and what `MARK` costs) dropped
+            from its middle.
+        limit: most tokens allowed; None for no limit.
+
+    Returns:
+        (ids, whether they were cut).
+
+    >>> from zyn.api import Query
+    >>> q = Query((("Review: ", False), ("one two three four five six", True), (" Positive?", False)))
+    >>> words = lambda q, user=None: (user if user is not None else "".join(p for p, _ in q.segments)).split()
+    >>> def shorten(text, n):
+    ...     w = text.split(); keep = max(len(w) - n - 1, 0)
+    ...     return " ".join(w[:keep // 2] + ["…"] + w[len(w) - (keep - keep // 2):]) if keep else ""
+    >>> fit(q, words, shorten, 6)
+    (['Review:', '…', 'six', 'Positive?'], True)
+    """
+    ids = tokenize(query, None)
+    if limit is None or len(ids) <= limit:
+        return ids, False
+    segments = list(query.segments)
+    for attempt in range(_RETRIES):
+        over = len(ids) - limit
+        cuttable = [i for i, (piece, cut) in enumerate(segments) if cut and piece]
+        if over <= 0 or not cuttable:
+            break
+        longest = max(cuttable, key=lambda i: len(segments[i][0]))
+        segments[longest] = (shorten(segments[longest][0], (over + 2) << attempt), True)
+        ids = tokenize(query, "".join(piece for piece, _ in segments))
+    return (ids, True) if len(ids) <= limit else (ids[-limit:], True)
 # A private-use character no template renders, standing in for the user message.
 _SENTINEL = "\ue000zyn-user\ue001"
 _PLAIN: "weakref.WeakKeyDictionary[object, object]" = weakref.WeakKeyDictionary()
@@ -71,8 +124,7 @@ def special_strings(tokenizer) -> list[str]:
     return sorted((s for s in strings if s), key=len, reverse=True)
 
 
-def caller_spans(formatted: str, segments: Sequence[tuple[str, bool]],
-                 render: Callable[[str], str] | None = None) -> list[Span]:
+def caller_spans(formatted: str, user: str, render: Callable[[str], str] | None = None) -> list[Span]:
     """Character span of the user message (the question's template text and every value of
     the record it renders, nested ones included) in `formatted`.
 
@@ -80,7 +132,6 @@ def caller_spans(formatted: str, segments: Sequence[tuple[str, bool]],
     user message is not found exactly once, to find where it went (then the whole user
     message counts as the caller's).
     """
-    user = "".join(piece for piece, _ in segments)
     if not user:
         return []
     start = formatted.find(user)
@@ -174,6 +225,19 @@ def _rebuild(tokenizer, text: str, found: list, spans: Sequence[Span], bare: lis
     for k, i in enumerate(bare):
         out.extend(plain.get(k, (i,)))
     return out
+
+
+def shorten(tokenizer, text: str, drop: int) -> str:
+    """`text` with `drop` tokens, and as many more as `MARK` costs, taken from its middle
+    (head and tail kept). The text is counted as plain text (special-token strings in it
+    are several tokens, as `encode` reads them), and the result stays a cuttable piece,
+    so decoding a special-token string back cannot make it a real token."""
+    ids = plain_ids(tokenizer, text)
+    keep = max(len(ids) - drop - len(plain_ids(tokenizer, MARK)), 0)
+    if keep == 0:
+        return ""
+    head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2):]
+    return tokenizer.decode(head) + MARK + tokenizer.decode(tail)
 
 
 def plain_ids(tokenizer, text: str) -> list[int]:
