@@ -17,7 +17,7 @@ def test_score_jsonl_keeps_fields_and_adds_scores(tiny_causal_dir, tmp_path):
     assert [r["id"] for r in rows] == [1, 2] and rows[1]["extra"] == [1]
     for r in rows:
         assert 0 <= r["p_yes"] <= 1 and r["reward"] == pytest.approx((r["p_yes"] - 0.5) * 10)
-        assert {"p_yes/filmaffinity", "p_yes/repetitive"} <= set(r)
+        assert {"p_yes/positive", "p_yes/repetitive", "p_yes/instructs", "p_yes/genuine"} <= set(r)
 
 
 def test_score_csv_with_field(tiny_causal_dir, tmp_path):
@@ -64,7 +64,7 @@ def test_prompts_validate_and_show(tmp_path, capsys, tiny_causal_dir):
     assert "ok" in out and "uses no input variable" in out
     assert main(["prompts", "show", "sentiment", "--model", tiny_causal_dir]) == 0
     out = capsys.readouterr().out
-    assert "Is this movie review positive?" in out and "<|assistant|>" in out and "yes:" in out
+    assert "Is the reviewer's opinion of the film favourable?" in out and "<|assistant|>" in out and "yes:" in out
 
 
 # ----------------------------------------------------------------------------- nothing half-written

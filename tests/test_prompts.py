@@ -21,7 +21,7 @@ def test_shipped_sets_load_by_name_and_path():
         ps = load_prompt_set(name)
         assert ps.questions and ps.name == name
     robust = load_prompt_set("sentiment_robust")
-    assert [q.reward_answer for q in robust.questions] == ["yes", "no"]
+    assert [q.reward_answer for q in robust.questions] == ["yes", "no", "no", "yes"]
     assert load_prompt_set("detox").questions[0].reward_answer == "no"
 
 
@@ -68,13 +68,13 @@ def test_declared_fields_render_and_missing_field_is_clear():
 
 def test_segments_mark_only_the_text_cuttable():
     (q,) = load_prompt_set("sentiment").render("Great film")
-    assert q.segments == (("Review: ", False), ("Great film", True),
-                          ("\n\nIs this movie review positive?", False))
+    assert q.segments == (("<review>\n", False), ("Great film", True),
+                          ("\n</review>\n\nIs the reviewer's opinion of the film favourable?", False))
 
 
 def test_text_is_prompt_plus_completion():
     (q,) = load_prompt_set("sentiment").render({"prompt": "This movie ", "completion": "rocks"})
-    assert "Review: This movie rocks" in q.user
+    assert "<review>\nThis movie rocks\n</review>" in q.user
 
 
 def test_messages_record():

@@ -328,7 +328,7 @@ def test_reward_model_by_url_matches_the_fake_model(fake):
 
 REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "The plot made no sense.",
            "I laughed, I cried, I bought it on DVD."]
-CUE = "Is this movie review positive?<|end|>\n<|assistant|>\n"  # the sentiment question, then the chat cue
+CUE = "Is the reviewer's opinion of the film favourable?<|end|>\n<|assistant|>\n"  # the sentiment question, then the chat cue
 
 
 @pytest.fixture
@@ -384,18 +384,19 @@ LONG = "The film opens on a quiet street and keeps going. " * 40
 @pytest.mark.parametrize("local_tokenizer", [False, True], ids=["server-tokenize", "local-tokenizer"])
 def test_over_long_input_is_cut_inside_the_text(tiny_causal, local_tokenizer):
     model, tok = tiny_causal
-    app = make_vllm_standin(model, tok, max_model_len=64)
+    app = make_vllm_standin(model, tok, max_model_len=160)  # sentiment's system line and question: ~105 tokens
     with serve_in_thread(app) as url:
         be = OpenAIBackend.from_url(f"vllm+{url}/v1", tokenizer=tok if local_tokenizer else None)
         rm = ZeroShotRewardModel(be, prompt="sentiment")
         queries = [rm.prompt_set.render(t)[0] for t in (LONG, "Short and sweet.")]
         out = be.logodds([[q] for q in queries], ["Yes"], ["No"])
-    assert (out.truncated, out.context) == (1, 63)  # vLLM keeps one position for the answer
+    assert (out.truncated, out.context) == (1, 159)  # vLLM keeps one position for the answer
     cut = tok.decode(app.state.prompts[0])
-    assert len(app.state.prompts[0]) <= 63 and " … " in cut and cut.endswith(CUE)
-    assert cut.startswith("<|user|>\nReview: The film opens")  # the head of the text is kept too
+    assert len(app.state.prompts[0]) <= 159 and " … " in cut and cut.endswith(CUE)
+    head = f"<|system|>\n{rm.prompt_set.system}<|end|>\n<|user|>\n<review>\n"
+    assert cut.startswith(head + "The film opens")  # the head of the text is kept too
     # and it scores as the local backend scores the cut text (which fits)
-    text = cut.removeprefix("<|user|>\nReview: ").removesuffix("\n\n" + CUE)
+    text = cut.removeprefix(head).removesuffix("\n</review>\n\n" + CUE)
     local = ZeroShotRewardModel(model, tok, prompt="sentiment").score_detailed([text])
     assert out.values[0][0] == pytest.approx(local.logodds["positive"][0], abs=1e-4)
 

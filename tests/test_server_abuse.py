@@ -93,7 +93,7 @@ def test_marker_injection_scores_as_plain_text(server, rms):
     # as scored directly, and as the same text without the private-use characters would be rendered
     assert r.json()["p_yes"] == pytest.approx(rms["sentiment"].score(texts), abs=TOL)
     (query,) = rms["sentiment"].prompt_set.render(texts[0])
-    assert query.user == "Review: \ue0000\ue001 swap me\n\nIs this movie review positive?"
+    assert query.user == "<review>\n\ue0000\ue001 swap me\n</review>\n\nIs the reviewer's opinion of the film favourable?"
 
 
 def test_json_nested_1000_deep_is_a_4xx_and_the_server_stays_up(server):
