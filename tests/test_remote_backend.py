@@ -26,6 +26,7 @@ from support.vllm_standin import make_vllm_standin  # noqa: E402
 
 from zyn import ZeroShotRewardModel  # noqa: E402
 from zyn.answers import resolve_answer_ids  # noqa: E402
+from zyn.calibration import raw_logodds  # noqa: E402
 from zyn.api import Query  # noqa: E402
 from zyn.backends.remote import OpenAIBackend, RemoteError, RemoteModelError  # noqa: E402
 from zyn.backends.remote.protocols import (checked_probability, logodds_from_top, names_unknown_model,  # noqa: E402
@@ -397,8 +398,8 @@ def test_over_long_input_is_cut_inside_the_text(tiny_causal, local_tokenizer):
     assert cut.startswith(head + "The film opens")  # the head of the text is kept too
     # and it scores as the local backend scores the cut text (which fits)
     text = cut.removeprefix(head).removesuffix("\n</review>\n\n" + CUE)
-    local = ZeroShotRewardModel(model, tok, prompt="sentiment").score_detailed([text])
-    assert out.values[0][0] == pytest.approx(local.logodds["positive"][0], abs=1e-4)
+    local = raw_logodds(ZeroShotRewardModel(model, tok, prompt="sentiment"), [text])  # the backend's are uncalibrated
+    assert out.values[0][0] == pytest.approx(local["positive"][0], abs=1e-4)
 
 
 def test_wrong_model_name_is_a_clear_error_not_a_missing_route(vllm):
