@@ -169,6 +169,23 @@ def test_kernel_swap_kept_and_checked_at_the_first_call(cache, counts):
     assert third.kernels == "onednn" and got == want
 
 
+@pytest.mark.skipif(not kernels.onednn_available(), reason="no oneDNN in this torch")
+def test_kept_swap_that_fails_its_deferred_check_is_undone_and_replaced(cache, counts, monkeypatch):
+    _, want = judge(fast_kernels="always")
+    rewrite(cache, lambda e: dict(e, want=[w + 1 for w in e["want"]]))  # the next process misses its checks
+    tolerance = checks._logits_tolerance
+    monkeypatch.setattr(checks, "_logits_tolerance", lambda dtype, want: -1.0)  # the kernel check now fails
+    second, got = judge(fast_kernels="always")
+    assert counts["verify_kernels"] == 1 and counts["checks"] == 2
+    assert not any(isinstance(m, kernels.OneDNNLinear) for m in second.model.modules())  # undone
+    assert [v for (v,) in got] == pytest.approx([v for (v,) in want], abs=1e-4)
+    assert list(entries(cache, "kernels/").values()) == [{"kept": False, "fused_mlps": 0}]
+    monkeypatch.setattr(checks, "_logits_tolerance", tolerance)
+    third, again = judge(fast_kernels="always")
+    assert third.kernels == "default" and counts["kernels"] == 1  # read: no swap
+    assert again == got
+
+
 def test_checkpoint_id_from_the_manifest(tmp_path):
     from zyn.models.cache import MANIFEST, checkpoint_id
 

@@ -119,12 +119,15 @@ def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: 
         return _check_model(runner, probe, ids, layout, blockwise=blockwise, trim=trim)[0]
     got: list[Checked] = []
 
-    def measure() -> dict:
-        _verify_kernels(runner)  # measured on the kernels it checks, once they are checked
+    def measure() -> Any:
+        # measured on the kernels it checks, once they are checked; if the deferred
+        # kernel check undid the swaps, `name` (which holds the modules) is not theirs
+        same_kernels = _verify_kernels(runner)
         checked, want = _check_model(runner, probe, ids, layout, blockwise=blockwise, trim=trim)
         got.append(checked)
-        return {"layout": checked.layout, "padding": checked.padding, "blockwise": checked.blockwise,
-                "trim": checked.trim, "head": checked.head[ids], "want": want.tolist()}
+        entry = {"layout": checked.layout, "padding": checked.padding, "blockwise": checked.blockwise,
+                 "trim": checked.trim, "head": checked.head[ids], "want": want.tolist()}
+        return entry if same_kernels else kernels.Unsettled(entry)
 
     def valid(entry: Any) -> bool:
         checked = _read_entry(entry, ids, layout)
@@ -233,7 +236,7 @@ def use_fast_kernels(runner: Runner, probe: list[int], onednn: bool) -> str:
         if _count(runner.model, kernels.OneDNNGatedMLP) != kept["fused_mlps"]:  # not as kept: measure
             kernels.undo(swaps)
             return _use_fast_kernels(runner, probe, onednn)
-    runner.unverified_kernels = (list(probe), swaps)
+    runner.unverified_kernels = (list(probe), swaps, name)
     return "onednn" if onednn else "default"
 
 
@@ -241,13 +244,16 @@ def _count(model, kind: type) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-def _verify_kernels(runner: Runner) -> None:
+def _verify_kernels(runner: Runner) -> bool:
     """The kernel swap's logits check, where a kept outcome let construction skip it:
-    the swapped model's logits on the probe against those of the model's own modules;
-    on a mismatch the swaps are undone (the backend then runs its own kernels)."""
+    the swapped model's logits on the probe against those of the model's own modules.
+    On a mismatch the swaps are undone (the backend then runs its own kernels), the
+    kept outcome is replaced by "not kept", and False is returned. (The backend's
+    ``kernels`` attribute, set at construction, still names the kept kernels then; only
+    a wrong kept entry leads here, and the next process reads "not kept".)"""
     if runner.unverified_kernels is None:
-        return
-    probe, swaps = runner.unverified_kernels
+        return True
+    probe, swaps, kept_name = runner.unverified_kernels
     runner.unverified_kernels = None
     swapped = [(parent, name, getattr(parent, name)) for parent, name, _ in swaps]
     got = runner.plain_logits(probe)
@@ -257,8 +263,10 @@ def _verify_kernels(runner: Runner) -> None:
         for parent, name, new in swapped:
             setattr(parent, name, new)
         _remember(runner, probe, got)
-    else:
-        _remember(runner, probe, want)
+        return True
+    _remember(runner, probe, want)
+    kernels.cached_choice(kept_name, lambda: {"kept": False, "fused_mlps": 0}, lambda entry: False)
+    return False
 
 
 def _logits_tolerance(dtype: torch.dtype, want: torch.Tensor) -> float:

@@ -55,9 +55,9 @@ class Runner:
         # Models without `logits_to_keep` compute every position's logits; only the read ones are kept.
         self.keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.prefix = PrefixCache(self)
-        # (probe, swaps) of a kernel swap made from a kept outcome, its logits check not
+        # (probe, swaps, kept name) of a kernel swap made from a kept outcome, its logits check not
         # yet run: the first call's checks run it or re-prove it (`checks.check_model`)
-        self.unverified_kernels: tuple[list[int], list] | None = None
+        self.unverified_kernels: tuple[list[int], list, str] | None = None
         # (tokens, weights' version, logits) of the kernel check's last plain forward
         self.plain_memo: tuple | None = None
 
