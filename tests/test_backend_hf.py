@@ -12,6 +12,12 @@ from zyn.api import Query
 from zyn.backends.hf import HFBackend
 from zyn.backends.hf.planner import length_batches
 from zyn.backends.hf.runner import Runner
+from pathlib import Path
+
+# the frozen v1 sentiment (plain template) and v2 robust set: tests of mechanics that need their shape
+FROZEN = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "prompts_v1"
+SENTIMENT_V1, ROBUST_V2 = str(FROZEN / "sentiment_v1.yaml"), str(FROZEN / "sentiment_robust_v2.yaml")
+
 
 TEXTS = [
     "This movie was great",
@@ -65,7 +71,7 @@ def test_batch_size_and_budget_do_not_change_scores(model_pair, batch_size, budg
     assert rm.score(TEXTS) == pytest.approx(ref, abs=1e-5)
 
 
-@pytest.mark.parametrize("prompt", ["sentiment", "sentiment_robust", "d5_funny_scifi"])
+@pytest.mark.parametrize("prompt", ["sentiment", ROBUST_V2, "d5_funny_scifi"], ids=["sentiment", "robust_v2", "d5"])  # v3 scales x20
 def test_shared_prefix_equals_full_recompute(tiny_causal, prompt):
     fast = ZeroShotRewardModel(*tiny_causal, prompt=prompt)
     full = ZeroShotRewardModel(*tiny_causal, prompt=prompt, share_prefix=False)
@@ -88,7 +94,7 @@ def test_ensemble_shares_the_text_stem(tiny_causal):
     assert len(tree.blocks) == 2 and len(tree) < sum(len(s) for s in plan.tails) - 20
 
 
-@pytest.mark.parametrize("prompt", ["sentiment", "sentiment_robust"])
+@pytest.mark.parametrize("prompt", ["sentiment", ROBUST_V2], ids=["sentiment", "robust_v2"])  # v3 scales x20
 @pytest.mark.parametrize("budget", [16, 64, 512])
 def test_packed_rows_and_full_recompute_agree(tiny_causal, prompt, budget):
     full = ZeroShotRewardModel(*tiny_causal, prompt=prompt, share_prefix=False).score_detailed(TEXTS)
@@ -169,7 +175,7 @@ def test_out_of_memory_splits_and_keeps_order(tiny_causal, monkeypatch):
 
 
 def test_long_input_cut_inside_text_with_one_warning(model_pair):
-    rm = ZeroShotRewardModel(*model_pair, prompt="sentiment", max_length=64)
+    rm = ZeroShotRewardModel(*model_pair, prompt=SENTIMENT_V1, max_length=64)
     long_text = "the film was good and " * 5000  # ~100,000 characters
     with pytest.warns(UserWarning, match=r"2 of 3 inputs were longer") as record:
         scores = rm.score([long_text, "fine", long_text + "bad"])

@@ -7,11 +7,16 @@ import pytest
 
 from zyn import InputError, ZeroShotRewardModel, ZynError
 from zyn.scoring import logit
+from pathlib import Path
+
+# the frozen v1 sentiment (plain template) and v2 robust set: tests of mechanics that need their shape
+FROZEN = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "prompts_v1"
+SENTIMENT_V1, ROBUST_V2 = str(FROZEN / "sentiment_v1.yaml"), str(FROZEN / "sentiment_robust_v2.yaml")
 
 
 @pytest.fixture
 def rm(tiny_causal):
-    return ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+    return ZeroShotRewardModel(*tiny_causal, prompt=ROBUST_V2)
 
 
 TEXTS = ["A great film", "awful, boring", "fine", ""]
@@ -41,7 +46,7 @@ def test_no_question_contributes_p_no(rm):
 
 
 def test_calibration_is_applied(tiny_causal):
-    plain = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    plain = ZeroShotRewardModel(*tiny_causal, prompt=SENTIMENT_V1)
     shifted = plain.with_prompt(plain.prompt_set.with_calibration({"positive": (2.0, 1.0)}))
     a, b = plain.score_detailed(TEXTS), shifted.score_detailed(TEXTS)
     assert b.logodds["positive"] == pytest.approx([2 * x + 1 for x in a.logodds["positive"]], abs=1e-6)

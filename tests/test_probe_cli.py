@@ -9,6 +9,12 @@ from zyn import ZeroShotRewardModel
 from zyn.cli import main
 from zyn.cli.probe import probe_prompt_sets
 from zyn.probe import PERTURBATIONS
+from pathlib import Path
+
+# the frozen v1 sentiment (plain template) and v2 robust set: tests of mechanics that need their shape
+FROZEN = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "prompts_v1"
+SENTIMENT_V1, ROBUST_V2 = str(FROZEN / "sentiment_v1.yaml"), str(FROZEN / "sentiment_robust_v2.yaml")
+
 
 ROWS = [("v=2 lovely film", 1), ("v=-3 awful film", 0), ("v=1 fine", 1), ("v=-1 dull", 0)]
 
@@ -58,11 +64,11 @@ def test_probe_on_a_tiny_model_writes_table_json_and_plot(tmp_path, data, capsys
     res = json.loads((out_dir / "probe.json").read_text())
     assert res["perturbations"] == list(PERTURBATIONS) and res["n"] == 4 and res["labels"] == [1, 0, 1, 0]
     robust = res["runs"][1]
-    assert robust["questions"] == {"filmaffinity": "yes", "repetitive": "no"}
+    assert robust["questions"] == {"positive": "yes", "repetitive": "no", "instructs": "no", "genuine": "yes"}
     assert len(robust["scores"]["p"]) == 4 * (1 + len(PERTURBATIONS))
     for rep in robust["perturbations"].values():
         assert 0 <= rep["lower_rate"] <= 1 and 0 <= rep["auroc_attacked"] <= 1
-        assert set(rep["question_shift_p_yes"]) == {"filmaffinity", "repetitive"}
+        assert set(rep["question_shift_p_yes"]) == {"positive", "repetitive", "instructs", "genuine"}
     assert (out_dir / "probe.png").stat().st_size > 1000
 
 
@@ -78,8 +84,8 @@ def test_probe_scores_each_variant_as_scored_alone(tiny_causal):
 
 def test_probe_figures_are_exact_on_a_fake_backend(tmp_path, data, capsys, monkeypatch):
     monkeypatch.setattr(zyn.model, "build_backend", lambda *a, **k: FakeBackend())
-    rc, out, err = run(capsys, "--model", "fake", "--input", data, "--perturb", "grader_note", "--perturb", "repeat",
-                       "--output-dir", tmp_path / "o")
+    rc, out, err = run(capsys, "--model", "fake", "--prompt", SENTIMENT_V1, "--input", data, "--perturb", "grader_note",
+                       "--perturb", "repeat", "--output-dir", tmp_path / "o")
     assert rc == 0, err
     res = json.loads((tmp_path / "o" / "probe.json").read_text())
     note, rep = res["runs"][0]["perturbations"]["grader_note"], res["runs"][0]["perturbations"]["repeat"]

@@ -20,6 +20,7 @@ import httpx  # noqa: E402
 from zyn import InputError, ZeroShotRewardModel  # noqa: E402
 from zyn.server import MicroBatcher, check_bind, create_app, is_loopback, serve_in_thread  # noqa: E402
 
+
 # Batches of different composition differ in float32 rounding (P(yes) by up to ~3e-6 on
 # the tiny model); the "zyn" reward is 10 * (P - 0.5), so its tolerance is 10x.
 TOL_P, TOL_REWARD = 1e-5, 1e-4
@@ -82,7 +83,7 @@ def test_records_and_a_second_prompt_set_on_the_same_model(served, rms):
     assert r.status_code == 200, r.text
     direct = rms["sentiment_robust"].score_detailed(items)
     assert r.json()["rewards"] == pytest.approx(direct.rewards, abs=TOL_REWARD)
-    assert set(r.json()["per_question"]) == {"filmaffinity", "repetitive"}
+    assert set(r.json()["per_question"]) == {"positive", "repetitive", "instructs", "genuine"}
     assert rms["sentiment_robust"].backend is rms["sentiment"].backend
     r = httpx.post(url + "/v1/rewards", json={"texts": ["x"], "prompt": "nope"})
     assert r.status_code == 404 and r.json()["loaded"] == ["sentiment", "sentiment_robust"]
