@@ -79,5 +79,5 @@ def test_peer_worker_on_the_preset(tmp_path):
     assert res["prefix_tokens"] > 10
     for way in bench_scoring.PEER_WAYS:
         p = res["scores"][way]
-        assert p[0] > 0.5 > p[1]  # the judge ranks them as zyn's does
+        assert p[0] > p[1] + 0.05  # the judge ranks them as zyn's does (raw P: no calibration shift)
         assert abs(p[0] - res["scores"]["naive"][0]) < 0.1  # the ways agree up to llama.cpp's rounding
