@@ -5,8 +5,10 @@
     python experiments/compare_runs.py RUN_A RUN_B --samples 5 --metric monitor/sentiment
 
 Reads each run's metrics.jsonl (the first and the last evaluation) and samples.jsonl (the
-continuations of the last evaluation) and prints Markdown: one table with a row per metric
-and, per run, before -> after; then the first --samples held-out openers with each run's
+continuations) and prints Markdown: one table with a row per metric and, per run, before ->
+after (the text/* statistics recomputed from the continuations with this checkout's
+experiments/common/hacking.py, so runs logged by older code compare on the same
+definitions); then the first --samples held-out openers with each run's
 final continuation. A metric one run does not log reads "-". --metric KEY adds a row for a
 per-sample key of samples.jsonl (for example monitor/sentiment, the P(positive) of another
 prompt set), averaged over the last evaluation.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.common.hacking import STAT_KEYS, text_stats  # noqa: E402
 from experiments.common.report import label, mean, read_metrics  # noqa: E402
 
 
@@ -28,6 +31,12 @@ def evaluations(run: Path) -> list[dict]:
     rows = [r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "eval"]
     if not rows:
         raise SystemExit(f"error: {run}: no evaluation in metrics.jsonl (is it a finished run's --output-dir?)")
+    outputs: dict[int, list[str]] = {}
+    for s in read_metrics(run / "samples.jsonl"):
+        outputs.setdefault(s.get("eval"), []).append(s.get("output", ""))
+    for row in rows:
+        if row.get("eval") in outputs:
+            row.update(text_stats(outputs[row["eval"]]))
     return rows
 
 
@@ -43,11 +52,9 @@ def fmt(value) -> str:
 
 def table(runs: list[Path], names: list[str]) -> list[str]:
     evals = [evaluations(r) for r in runs]
-    keys: list[str] = []
-    for ev in evals:
-        for k in ev[0]:
-            if (k in ("reward", "p_yes") or k.startswith(("p_yes/", "text/", "monitor/"))) and k not in keys:
-                keys.append(k)
+    seen = {k for ev in evals for k in ev[0]}
+    keys = [k for k in ("reward", "p_yes") if k in seen] + sorted(k for k in seen if k.startswith("p_yes/")) \
+        + [k for k in STAT_KEYS if k in seen] + sorted(k for k in seen if k.startswith("monitor/"))
     head = "| metric | " + " | ".join(f"{n}: before → after (step {ev[0]['step']} → {ev[-1]['step']})"
                                         for n, ev in zip(names, evals)) + " |"
     lines = [head, "|---|" + "---|" * len(runs)]

@@ -58,7 +58,8 @@ def test_script_trains_evaluates_and_plots(script, tiny_dirs, tmp_path):
     for png in ("reward.png", "p_yes.png", "hacking.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # signs of hacking and the independent evaluators, at every evaluation and in the summary
-    watched = {"text/distinct_1", "text/distinct_2", "text/repeat_3gram", "text/words", "monitor/vader"}
+    watched = {"text/distinct_1", "text/distinct_2", "text/repeat_2gram", "text/repeat_3gram", "text/words",
+               "monitor/vader"}
     assert all(watched <= set(e) for e in evals)
     assert all(0.0 <= e["monitor/vader"] <= 1.0 and e["text/words"] >= 0 for e in evals)
     summary = json.loads((out / "summary.json").read_text())
@@ -89,7 +90,8 @@ def test_judge_monitors_score_with_another_prompt_set(tiny_dirs, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     rows = {line.split(" | ")[0].strip("| "): line for line in r.stdout.splitlines() if line.startswith("| ")}
-    assert {"mean P(yes)", "distinct-2", "repeated 3-grams", "words", "P sentiment", "vader"} <= set(rows)
+    assert {"mean P(yes)", "distinct-2", "repeated 2-grams", "repeated 3-grams", "words", "P sentiment",
+            "vader"} <= set(rows)
     assert rows["P sentiment"].rstrip(" |").endswith("-")      # the second run has no monitors
     assert len([line for line in r.stdout.splitlines() if line.startswith("| '")]) == 2
 

@@ -125,7 +125,8 @@ def _sample_rows(n: int, step: int, prompts: list[str], outputs: list[str], scor
     """One samples.jsonl row per held-out opener of evaluation #n."""
     return [{"eval": n, "step": step, "prompt": p, "output": c, "reward": scores.rewards[i],
              "p_yes": scores.p_yes[i], **{f"p_yes/{q}": v[i] for q, v in scores.per_question.items()},
-             "repeat_3gram": repeated_ngram_rate(c, 3), "words": len(words(c)),
+             "repeat_2gram": repeated_ngram_rate(c, 2), "repeat_3gram": repeated_ngram_rate(c, 3),
+             "words": len(words(c)),
              **{key: values[i] for key, values in monitored.items()}}
             for i, (p, c) in enumerate(zip(prompts, outputs))]
 

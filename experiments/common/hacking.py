@@ -7,8 +7,9 @@ Each evaluation logs, over the held-out continuations:
 
     text/distinct_1, text/distinct_2   distinct unigrams / bigrams over all the continuations (Li et
                                        al. 2016, "distinct-n"): low = the policy says the same thing
-    text/repeat_3gram                  per text, the share of its word trigrams that already occurred
-                                       earlier in the same text, averaged: high = repetition
+    text/repeat_2gram, text/repeat_3gram per text, the share of its word bigrams / trigrams that
+                                       already occurred earlier in the same text, averaged: high =
+                                       repetition ("Definitely answered! Definitely answered!")
     text/words                         mean length in words
     monitor/<name>                     the mean of each independent evaluator (below)
 
@@ -29,8 +30,9 @@ table show both.
 (0.6666666666666666, 0.75)
 >>> repeated_ngram_rate("really liked it. Really liked it. I liked it well.", 3)
 0.125
->>> text_stats(["good film", "good good good"])["text/words"]
-2.5
+>>> stats = text_stats(["good film", "good good good"])
+>>> sorted(stats) == sorted(STAT_KEYS), stats["text/words"], stats["text/repeat_2gram"]
+(True, 2.5, 0.25)
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
-STAT_KEYS = ("text/distinct_1", "text/distinct_2", "text/repeat_3gram", "text/words")
+STAT_KEYS = ("text/distinct_1", "text/distinct_2", "text/repeat_2gram", "text/repeat_3gram", "text/words")
 
 
 def words(text: str) -> list[str]:
@@ -75,6 +77,7 @@ def text_stats(texts: Sequence[str]) -> dict[str, float]:
     return {
         "text/distinct_1": distinct_n(texts, 1),
         "text/distinct_2": distinct_n(texts, 2),
+        "text/repeat_2gram": sum(repeated_ngram_rate(t, 2) for t in texts) / len(texts) if texts else nan,
         "text/repeat_3gram": sum(repeated_ngram_rate(t, 3) for t in texts) / len(texts) if texts else nan,
         "text/words": sum(len(words(t)) for t in texts) / len(texts) if texts else nan,
     }

@@ -127,7 +127,8 @@ def plot_hacking(evals: list[dict[str, Any]], path: Path, title: str = "") -> Pa
     for k in sorted({k for r in evals for k in r if k.startswith("monitor/")}):
         left.plot(steps, [_num(r.get(k)) for r in evals], "s--", lw=1.5, label=f"{label(k)} (independent)")
     left.set(xlabel="step", ylabel="score in [0, 1]", ylim=(0, 1), title=f"{title}: reward vs independent evaluators")
-    for k, style in (("text/distinct_1", "o-"), ("text/distinct_2", "s-"), ("text/repeat_3gram", "^-")):
+    for k, style in (("text/distinct_1", "o-"), ("text/distinct_2", "s-"), ("text/repeat_2gram", "v-"),
+                     ("text/repeat_3gram", "^-")):
         right.plot(steps, [_num(r.get(k)) for r in evals], style, lw=1.5, label=label(k))
     right.set(xlabel="step", ylabel="rate", ylim=(0, 1), title="diversity and repetition (held-out)")
     twin = right.twinx()
@@ -144,7 +145,8 @@ def plot_hacking(evals: list[dict[str, Any]], path: Path, title: str = "") -> Pa
 def label(key: str) -> str:
     """A metric's name for tables and plots."""
     names = {"reward": "mean reward", "p_yes": "mean P(yes)", "text/distinct_1": "distinct-1",
-             "text/distinct_2": "distinct-2", "text/repeat_3gram": "repeated 3-grams",
+             "text/distinct_2": "distinct-2", "text/repeat_2gram": "repeated 2-grams",
+             "text/repeat_3gram": "repeated 3-grams",
              "text/words": "words"}
     if key in names:
         return names[key]
