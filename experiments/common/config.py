@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "judge_batch_size": None,                 # None = the backend's default
     "judge_dtype": None,                      # None = follow `precision`
     "eval_show": 6,                           # rows shown in each evaluation table (means use all)
+    "repetition_penalty": 0.0,                # > 0: add -weight x repeated-bigram rate to the reward
+                                              # (a lexical term beside the judge; common/hacking.py)
     "monitors": ["vader"],                    # independent evaluators logged at each evaluation, never
                                               # optimised: "vader" (lexicon sentiment) or a prompt set
                                               # scored by the judge (see common/hacking.py)
@@ -139,6 +141,8 @@ def parser(exp: Experiment) -> argparse.ArgumentParser:
     a("--eval-every", type=int, help="evaluate on the held-out openers every N steps")
     a("--output-dir", help="where metrics.jsonl, plots and checkpoints go")
     a("--device", help="auto, cpu, cuda or cuda:N")
+    a("--repetition-penalty", type=float, help="weight of a lexical penalty (-weight x the completion's repeated "
+      "word-bigram rate) added to the zyn reward; 0 = off (default)")
     a("--monitors", help="independent evaluators, comma-separated: vader and/or prompt sets scored by the "
       "judge (e.g. vader,sentiment); '' for none")
     return p
@@ -198,6 +202,9 @@ def _check_config(cfg: dict[str, Any]) -> None:
                                   f"({cfg['num_generations']})")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):
         raise ExperimentError(f"precision must be auto, bf16 or fp32, got {cfg['precision']!r}")
+    weight = cfg["repetition_penalty"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise ExperimentError(f"repetition_penalty must be a number >= 0 (0 = off), got {weight!r}")
     monitors = cfg["monitors"]
     if not isinstance(monitors, list) or not all(isinstance(m, str) and m.strip() for m in monitors):
         raise ExperimentError(f"monitors must be a list of names (vader, or prompt sets such as sentiment), "

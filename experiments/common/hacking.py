@@ -83,6 +83,18 @@ def text_stats(texts: Sequence[str]) -> dict[str, float]:
     }
 
 
+def repetition_penalty(completions: Sequence[Any], **_: Any) -> list[float]:
+    """A TRL reward function: minus the repeated word-bigram rate of each completion (0 for a
+    text that never repeats a word pair, -1 at most). Not a judge: a lexical term that config
+    key ``repetition_penalty`` adds to the zyn reward with that weight.
+
+    >>> repetition_penalty(["Loved it! Loved it!", [{"role": "assistant", "content": "A fine film."}]])
+    [-0.3333333333333333, 0.0]
+    """
+    texts = [c if isinstance(c, str) else " ".join(m.get("content", "") for m in c) for c in completions]
+    return [-repeated_ngram_rate(t, 2) for t in texts]
+
+
 # ---------------------------------------------------------------------------- monitors
 
 Monitor = Callable[[Sequence[str], Sequence[str]], list[float]]  # (prompts, completions) -> one score each
