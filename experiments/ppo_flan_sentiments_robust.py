@@ -6,6 +6,11 @@
 
 The reward is zyn's: the judge answers the questions of prompts/sentiment_robust.yaml and the trainer
 gets `ZeroShotRewardModel(...).as_trl_reward()`. The loop lives in experiments/common/.
+
+On the CPU defaults (0.5B judge) this ensemble does not stop the policy from repeating itself: in
+40 steps its reward rose while P(positive) stayed flat and repetition went up (benchmarks/RESULTS.md,
+"Reward hacking in RL"). The best configuration found there is the plain question plus a lexical
+repetition penalty: python experiments/ppo_flan_sentiments.py --config experiments/configs/no_repeats.yaml
 """
 import sys
 from pathlib import Path
