@@ -92,7 +92,7 @@ def repetition_penalty(completions: Sequence[Any], **_: Any) -> list[float]:
     [-0.3333333333333333, 0.0]
     """
     texts = [c if isinstance(c, str) else " ".join(m.get("content", "") for m in c) for c in completions]
-    return [-repeated_ngram_rate(t, 2) for t in texts]
+    return [0.0 - repeated_ngram_rate(t, 2) for t in texts]  # 0.0 - x: no -0.0
 
 
 # ---------------------------------------------------------------------------- monitors
