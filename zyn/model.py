@@ -38,7 +38,10 @@ class ZeroShotRewardModel:
 
     >>> rm = ZeroShotRewardModel("qwen2.5-coder-0.5b-instruct", prompt="sentiment")  # doctest: +SKIP
     >>> rm.score(["A wonderful, moving film.", "Two hours I will never get back."])  # doctest: +SKIP
-    [0.97, 0.02]
+    [0.19, 0.04]
+
+    (`sentiment` v2 shifts its log-odds by -1.5 so that injected text stays below 0.5 on the
+    default judge: its P ranks texts, it is not a calibrated probability; see ROBUSTNESS.md.)
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, prompt: Any = "sentiment", reward: str | None = None,
