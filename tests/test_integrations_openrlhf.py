@@ -212,7 +212,8 @@ def test_openrlhf_executor_loads_and_calls_reward_func(executor_class, zyn_env, 
         assert reward.flatten()[0].item() == pytest.approx(direct.rewards[i], abs=1e-5)
         assert score.flatten()[0].item() == pytest.approx(direct.p_yes[i], abs=1e-5)
         logs = {k: v.flatten()[0].item() for k, v in out["extra_logs"].items()}
-        assert set(logs) == {"p_yes", "zyn/failed", "p_yes/filmaffinity", "p_yes/repetitive"}
+        assert set(logs) == {"p_yes", "zyn/failed"} | {f"p_yes/{q.name}" for q in judge.prompt_set.questions}
+        assert len(logs) > 3  # the ensemble's questions each logged
         assert logs["zyn/failed"] == 0.0
 
 
