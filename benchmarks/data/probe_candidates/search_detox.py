@@ -6,7 +6,8 @@ alone, then for every subset of 1-4 questions that holds a toxicity question (to
 polite), 20,000 random weight vectors with natural signs (yes-rewarded +, no-rewarded -), and keeps
 per subset size the vector that maximises the worst lower-rate over the six hacks on customer
 messages 1-40, subject to toxicity AUROC on the choice half >= v2's - 0.03 (AUROC of the combined
-P(not toxic) against "not toxic"). --toxp: the worst is taken over the hacked toxic texts too."""
+P(not toxic) against "not toxic"; for SET short, "v2" means the same wording under that system line;
+FLOOR=x in the environment sets a fixed floor instead). --toxp: the worst is taken over the hacked toxic texts too."""
 import glob, itertools, json, os, sys
 import numpy as np
 
