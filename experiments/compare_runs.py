@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common.hacking import STAT_KEYS, text_stats  # noqa: E402
-from experiments.common.report import label, mean, read_metrics  # noqa: E402
+from experiments.common.report import fmt, label, mean, read_metrics  # noqa: E402
 
 
 def evaluations(run: Path) -> list[dict]:
@@ -44,10 +44,6 @@ def last_samples(run: Path) -> list[dict]:
     rows = read_metrics(run / "samples.jsonl")
     last = max((r.get("eval", 0) for r in rows), default=None)
     return [r for r in rows if r.get("eval") == last]
-
-
-def fmt(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
 def table(runs: list[Path], names: list[str]) -> list[str]:

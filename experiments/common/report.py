@@ -203,7 +203,7 @@ def print_summary(console, summary: dict[str, Any], name: str) -> None:
     for key, before in summary.get("before", {}).items():
         after, change = summary["after"][key], summary["change"][key]
         name = label(key) + (" (independent)" if key.startswith("monitor/") else "")
-        table.add_row(name, _fmt(before), _fmt(after), f"[bold]{_fmt(change, '+.3f')}[/]")
+        table.add_row(name, fmt(before), fmt(after), f"[bold]{fmt(change, '+.3f')}[/]")
     note = f"{summary['steps']} steps, {summary['seconds'] / 60:.1f} min in all"
     if summary.get("stopped"):
         note += f"; stopped early: {summary['stopped']}"
@@ -211,7 +211,8 @@ def print_summary(console, summary: dict[str, Any], name: str) -> None:
     console.print(table)
 
 
-def _fmt(value: Any, spec: str = ".3f") -> str:
+def fmt(value: Any, spec: str = ".3f") -> str:
+    """A number for tables: "-" for None and NaN."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
