@@ -178,6 +178,7 @@ def test_kept_swap_that_fails_its_deferred_check_is_undone_and_replaced(cache, c
     second, got = judge(fast_kernels="always")
     assert counts["verify_kernels"] == 1 and counts["checks"] == 2
     assert not any(isinstance(m, kernels.OneDNNLinear) for m in second.model.modules())  # undone
+    assert second.kernels == "default" and second.fast_paths(YES, NO)["kernels"] == "default"
     assert [v for (v,) in got] == pytest.approx([v for (v,) in want], abs=1e-4)
     assert list(entries(cache, "kernels/").values()) == [{"kept": False, "fused_mlps": 0}]
     monkeypatch.setattr(checks, "_logits_tolerance", tolerance)

@@ -48,7 +48,7 @@ from ...api import LogOdds, Query
 from ...errors import ZynError
 from .checks import Checked, check_head, check_model, probe_queries, use_fast_kernels
 from ..tokens import caller_spans, encode, fit, shorten
-from .kernels import onednn_is_faster, release_file_pages
+from .kernels import OneDNNLinear, onednn_is_faster, release_file_pages
 from .planner import LAYOUTS, CallPlan, plan_call
 from .runner import Paths, Runner, cache_is_plain
 
@@ -237,6 +237,8 @@ class HFBackend:
             self._checked = check_model(self.runner, probe, ids, self.layout,
                                         blockwise=self.model.config._attn_implementation == "sdpa",
                                         trim=self.trim_last_layer)
+            if self.kernels == "onednn" and not any(isinstance(m, OneDNNLinear) for m in self.model.modules()):
+                self.kernels = "default"  # a kept swap failed its deferred check and was undone
             self._after_head_check(ids)
         if ids not in self._checked.head:
             self._checked.head[ids] = check_head(self.runner, probe_queries(self.tokenizer)[0], ids)

@@ -248,9 +248,9 @@ def _verify_kernels(runner: Runner) -> bool:
     """The kernel swap's logits check, where a kept outcome let construction skip it:
     the swapped model's logits on the probe against those of the model's own modules.
     On a mismatch the swaps are undone (the backend then runs its own kernels), the
-    kept outcome is replaced by "not kept", and False is returned. (The backend's
-    ``kernels`` attribute, set at construction, still names the kept kernels then; only
-    a wrong kept entry leads here, and the next process reads "not kept".)"""
+    kept outcome is replaced by "not kept", and False is returned (the backend's
+    ``kernels`` then says "default"; only a wrong kept entry leads here, and the next
+    process reads "not kept")."""
     if runner.unverified_kernels is None:
         return True
     probe, swaps, kept_name = runner.unverified_kernels
