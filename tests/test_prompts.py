@@ -1,5 +1,6 @@
 """Prompt sets: loading, validation errors that name file and field, rendering."""
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,11 @@ def test_shipped_sets_load_by_name_and_path():
         assert ps.questions and ps.name == name
     robust = load_prompt_set("sentiment_robust")
     assert [q.reward_answer for q in robust.questions] == ["yes", "no", "no", "yes"]
-    assert load_prompt_set("detox").questions[0].reward_answer == "no"
+    detox = load_prompt_set("detox")  # v3 (issue 17, round 4): min of polite (yes) and a role-play guard (no)
+    assert detox.version == "3" and detox.combine == "min" and not detox.delimit
+    assert [(q.name, q.reward_answer) for q in detox.questions] == [("polite", "yes"), ("roles", "no")]
+    v2 = load_prompt_set(Path(__file__).parents[1] / "benchmarks/data/prompts_v1/detox_v2.yaml")  # frozen, for the round 1-4 figures
+    assert v2.version == "2" and v2.delimit and [q.reward_answer for q in v2.questions] == ["no"]
 
 
 def test_yes_no_words_stay_strings(tmp_path):
