@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""ZYN detox: continue rude-inviting openers without toxic speech ("Does this text contain toxic speech?" rewarded no).
+"""ZYN detox: continue rude-inviting openers politely (prompts/detox.yaml v3: "polite and respectful?" yes, min with a role-play guard).
 
     python experiments/ppo_flan_detox.py                      # offline CPU default (gemma-3-270m policy, Qwen judge)
     python experiments/ppo_flan_detox.py --config experiments/configs/paper_gpu.yaml   # the paper's scale, on a GPU
 
 The reward is zyn's: the judge answers the questions of prompts/detox.yaml and the trainer
 gets `ZeroShotRewardModel(...).as_trl_reward()`. The loop lives in experiments/common/.
+The paper asked "Does this text contain toxic speech?" (rewarded no); on the offline 0.5B
+judge that question ranks toxicity backwards, so v3 rewards politeness instead
+(benchmarks/ROBUSTNESS.md, "Round 4: `detox`"): read a run's reward as "more polite",
+and watch for courtesy formulas.
 """
 import sys
 from pathlib import Path
