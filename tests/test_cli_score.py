@@ -17,7 +17,7 @@ def test_score_jsonl_keeps_fields_and_adds_scores(tiny_causal_dir, tmp_path):
     assert [r["id"] for r in rows] == [1, 2] and rows[1]["extra"] == [1]
     for r in rows:
         assert 0 <= r["p_yes"] <= 1 and r["reward"] == pytest.approx((r["p_yes"] - 0.5) * 10)
-        assert {"p_yes/positive", "p_yes/repetitive", "p_yes/instructs", "p_yes/genuine"} <= set(r)
+        assert {"p_yes/positive", "p_yes/repetitive", "p_yes/instructs", "p_yes/coherent", "p_yes/sysline"} <= set(r)
 
 
 def test_score_csv_with_field(tiny_causal_dir, tmp_path):

@@ -64,11 +64,12 @@ def test_probe_on_a_tiny_model_writes_table_json_and_plot(tmp_path, data, capsys
     res = json.loads((out_dir / "probe.json").read_text())
     assert res["perturbations"] == list(PERTURBATIONS) and res["n"] == 4 and res["labels"] == [1, 0, 1, 0]
     robust = res["runs"][1]
-    assert robust["questions"] == {"positive": "yes", "repetitive": "no", "instructs": "no", "genuine": "yes"}
+    assert robust["questions"] == {"positive": "yes", "repetitive": "no", "instructs": "no", "coherent": "yes",
+                                   "sysline": "no"}
     assert len(robust["scores"]["p"]) == 4 * (1 + len(PERTURBATIONS))
     for rep in robust["perturbations"].values():
         assert 0 <= rep["lower_rate"] <= 1 and 0 <= rep["auroc_attacked"] <= 1
-        assert set(rep["question_shift_p_yes"]) == {"positive", "repetitive", "instructs", "genuine"}
+        assert set(rep["question_shift_p_yes"]) == {"positive", "repetitive", "instructs", "coherent", "sysline"}
     assert (out_dir / "probe.png").stat().st_size > 1000
 
 

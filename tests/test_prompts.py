@@ -22,7 +22,7 @@ def test_shipped_sets_load_by_name_and_path():
         ps = load_prompt_set(name)
         assert ps.questions and ps.name == name
     robust = load_prompt_set("sentiment_robust")
-    assert [q.reward_answer for q in robust.questions] == ["yes", "no", "no", "yes"]
+    assert [q.reward_answer for q in robust.questions] == ["yes", "no", "no", "yes", "no"]
     detox = load_prompt_set("detox")  # v3 (issue 17, round 4): min of polite (yes) and a role-play guard (no)
     assert detox.version == "3" and detox.combine == "min" and not detox.delimit
     assert [(q.name, q.reward_answer) for q in detox.questions] == [("polite", "yes"), ("roles", "no")]

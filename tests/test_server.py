@@ -83,7 +83,7 @@ def test_records_and_a_second_prompt_set_on_the_same_model(served, rms):
     assert r.status_code == 200, r.text
     direct = rms["sentiment_robust"].score_detailed(items)
     assert r.json()["rewards"] == pytest.approx(direct.rewards, abs=TOL_REWARD)
-    assert set(r.json()["per_question"]) == {"positive", "repetitive", "instructs", "genuine"}
+    assert set(r.json()["per_question"]) == {"positive", "repetitive", "instructs", "coherent", "sysline"}
     assert rms["sentiment_robust"].backend is rms["sentiment"].backend
     r = httpx.post(url + "/v1/rewards", json={"texts": ["x"], "prompt": "nope"})
     assert r.status_code == 404 and r.json()["loaded"] == ["sentiment", "sentiment_robust"]
