@@ -222,6 +222,24 @@ def test_added_tokens_read_ahead_give_the_same_tokenizer(tiny_causal_dir):
         _top_level_value('{"a": 1}', "added_tokens")
 
 
+@pytest.mark.parametrize("lead", [0, 60, 100, 70_000])
+def test_added_tokens_read_from_the_head_or_the_whole_file(tmp_path, lead):
+    """Only the head of tokenizer.json is read where the value ends inside it; a value cut
+    at the head's end (by a member before it, or inside a character) reads the whole file."""
+    import json as json_
+
+    from zyn.models.loading import _head_value
+
+    added = [{"id": i, "content": f"<é{i}>", "special": True} for i in range(4)]
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json_.dumps({"version": "1.0", "pad": "é" * lead, "added_tokens": added, "model": {}}),
+                    encoding="utf-8")
+    assert _head_value(path, "added_tokens", head=128) == added
+    assert _head_value(path, "added_tokens") == added
+    with pytest.raises(KeyError):
+        _head_value(path, "missing", head=128)
+
+
 @pytest.mark.parametrize("edit", [False, True])
 def test_first_check_reuses_the_kernel_checks_forward(cache, monkeypatch, edit):
     """The kernel check's plain forward of the probe is the first-call checks' first

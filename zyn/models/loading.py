@@ -186,13 +186,26 @@ def _added_tokens(folder: Path) -> dict:
         if not isinstance(config, dict) or "added_tokens_decoder" in config \
                 or (folder / "special_tokens_map.json").exists() or (folder / "added_tokens.json").exists():
             return {}
-        added = _top_level_value((folder / "tokenizer.json").read_text(encoding="utf-8"), "added_tokens")
+        added = _head_value(folder / "tokenizer.json", "added_tokens")
     except (OSError, ValueError, KeyError, IndexError):
         return {}
     if not isinstance(added, list) or not all(isinstance(t, dict) and type(t.get("id")) is int
                                               and isinstance(t.get("content"), str) for t in added):
         return {}
     return {"added_tokens_decoder": {t["id"]: {k: v for k, v in t.items() if k != "id"} for t in added}}
+
+
+def _head_value(path: Path, key: str, head: int = 1 << 16):
+    """`_top_level_value` of the JSON file `path`, reading only its first `head` bytes
+    where the value ends inside them (``added_tokens`` leads a tokenizer.json of 11 MB)."""
+    with open(path, "rb") as f:
+        start = f.read(head)
+        if len(start) == head:
+            try:
+                return _top_level_value(start.decode("utf-8"), key)
+            except (ValueError, IndexError):  # cut inside the value or a character, or the key is further on
+                pass
+        return _top_level_value((start + f.read()).decode("utf-8"), key)
 
 
 def _top_level_value(text: str, key: str):
