@@ -273,3 +273,23 @@ def test_trim_last_layer_can_be_refused_or_required(tiny_causal):
     rows = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", layout="rows", trim_last_layer=True)
     with pytest.raises(ZynError, match="trim_last_layer=True"):
         rows.score(TEXTS)
+
+
+def test_small_call_runs_its_prefix_in_the_pass_and_a_large_one_caches_it(tiny_causal):
+    """One-pass calls leave the cache as it is and score as a full recompute; a call of
+    several passes caches its prefix, which the next small call then reads."""
+    full = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", share_prefix=False)
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment", token_budget=64)
+    runner = rm.backend.runner
+    assert rm.score(TEXTS[:1]) == pytest.approx(full.score(TEXTS[:1]), abs=1e-5)
+    assert runner.prefix.key is None  # computed in the pass, not cached
+    assert rm.score(TEXTS) == pytest.approx(full.score(TEXTS), abs=1e-5)  # several passes
+    key = runner.prefix.key
+    assert key is not None
+    seqs = [rm.backend.encode(q) for text in TEXTS[3:5] for q in rm.prompt_set.render(text)]
+    assert rm.backend.plan(seqs, *rm.prompt_set.answers).prefix == list(key)
+    assert rm.score(TEXTS[3:5]) == pytest.approx(full.score(TEXTS[3:5]), abs=1e-5)
+    assert runner.prefix.key == key
+    # a single text's own "prefix" (all but its last token) is never worth a pass of its own
+    one = [rm.backend.encode(q) for q in rm.prompt_set.render(TEXTS[1])]
+    assert rm.backend.plan(one, *rm.prompt_set.answers).prefix == []

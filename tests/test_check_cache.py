@@ -14,6 +14,7 @@ from conftest import make_tiny_causal
 
 from zyn.api import Query
 from zyn.backends.hf import HFBackend, checks, kernels
+from zyn.backends.hf.runner import Runner
 
 YES, NO = ("Yes",), ("No",)
 TEXTS = ["The film was wonderful.", "A dull, boring plot.", "I would watch it again, twice."]
@@ -58,6 +59,10 @@ def judge(checkpoint="tiny-judge", fast_kernels=False, yes=YES, no=NO, **kw):
     return backend, backend.logodds(groups, yes, no).values
 
 
+def close(got, want, tol=1e-5):
+    return len(got) == len(want) and all(g == pytest.approx(w, abs=tol) for g, w in zip(got, want))
+
+
 def entries(cache, kind="checks/"):
     files = list((cache / "choices").glob("cpu-*.json"))
     if not files:
@@ -82,8 +87,25 @@ def test_kept_then_read(cache, counts):
     assert entry["layout"] == "packed" and entry["head"] is True and len(entry["want"]) == 4
     second, got = judge()
     assert counts["checks"] == 1  # read, after one fingerprint pass
-    assert got == want
+    assert close(got, want)  # the call rode along that pass: float rounding of another packing
     assert second.fast_paths(YES, NO) == first.fast_paths(YES, NO)
+
+
+@pytest.mark.parametrize("options, merged", [({}, True), (dict(token_budget=24), False),
+                                             (dict(answer_rows=False), False)])
+def test_first_call_rides_along_the_fingerprint_pass(cache, counts, monkeypatch, options, merged):
+    """A process reading kept checks scores its first call in the fingerprint's pass (one
+    forward for both) where it fits in one packed pass and the paths are the checked ones."""
+    _, want = judge(**options)
+    runs = []
+    run = Runner.run
+    monkeypatch.setattr(Runner, "run", lambda self, plan, *a, **kw: runs.append(plan) or run(self, plan, *a, **kw))
+    second, got = judge(**options)
+    assert counts["checks"] == 1 and close(got, want)
+    assert len(runs) == (1 if merged else 2)
+    assert len(runs[0].tails) == len(checks.probe_queries(second.tokenizer)) + (len(TEXTS) if merged else 0)
+    again = second.logodds([[Query(((t, True), (" Is this review positive?", False)))] for t in TEXTS], YES, NO)
+    assert close(again.values, want)  # later calls are ordinary ones
 
 
 @pytest.mark.parametrize("change", [dict(checkpoint="another-judge"), dict(no=("No", "the")),
@@ -161,7 +183,7 @@ def test_kernel_swap_kept_and_checked_at_the_first_call(cache, counts):
     second, got = judge(fast_kernels="always")
     assert second.kernels == "onednn" and counts["kernels"] == 1  # swapped as kept, its check deferred
     assert second.runner.unverified_kernels is None  # the first call's fingerprint pass re-proved it
-    assert counts["verify_kernels"] == 0 and got == want
+    assert counts["verify_kernels"] == 0 and close(got, want)
     # a checks entry that fails: the deferred kernel check runs before anything is measured
     rewrite(cache, lambda e: dict(e, want=[w + 1 for w in e["want"]]))
     third, got = judge(fast_kernels="always")

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from zyn.backends.hf.planner import common_prefix, plan_call
+from zyn.backends.hf.planner import MIN_SHARED, common_prefix, plan_call
 from zyn.backends.hf.trie import attention_mask, common_prefix_len, concat, pack
 
 
@@ -149,3 +149,24 @@ def test_min_shared_splits_queries_that_merely_start_alike():
     plan = plan_call([[0] + s for s in seqs] + [[0, 9]], "packed", 100, 100, min_shared=3)
     (p,) = plan.passes
     assert plan.prefix == [0] and p.tries[0].blocks == [(0, 6), (6, 9), (9, 10)]
+
+
+def test_one_pass_computes_an_uncached_prefix_in_the_pass():
+    """A packed call of one pass whose prefix is not cached has no separate prefix pass; a
+    cached prefix, a call of several passes, the rows layout and an unknown cache keep it."""
+    head = list(range(100, 120))
+    seqs = [head + [1, 2, 3], head + [1, 2, 4], head + [7, 8]]
+    inline = plan_call(seqs, "packed", budget=512, max_queries=64, cached=[])
+    assert inline.prefix == [] and inline.tails == seqs and len(inline.passes) == 1
+    (tree,) = inline.passes[0].tries
+    assert len(tree) == len(pack(seqs, MIN_SHARED)) < sum(map(len, seqs))  # the prefix once, in the trie
+    assert plan_call(seqs, "packed", 512, 64, cached=[5, 6]).prefix == []  # another prefix is cached
+    assert plan_call(seqs, "packed", 512, 64, cached=head).prefix == head
+    assert plan_call(seqs, "packed", 512, 64).prefix == head  # cache unknown
+    assert plan_call(seqs, "rows", 512, 64, cached=[]).prefix == head
+    several = plan_call(seqs, "packed", budget=4, max_queries=64, cached=[])
+    assert several.prefix == head and len(several.passes) > 1
+    # one pass with the prefix cached, but not once it is in every tail: the cache stays
+    tight = plan_call(seqs, "packed", budget=len(pack([s[20:] for s in seqs], MIN_SHARED)), max_queries=64,
+                      cached=[])
+    assert tight.prefix == head and len(tight.passes) == 1

@@ -46,7 +46,7 @@ import torch
 from ...answers import AnswerIds, resolve_answer_ids
 from ...api import LogOdds, Query
 from ...errors import ZynError
-from .checks import Checked, check_head, check_model, probe_queries, use_fast_kernels
+from .checks import Along, Checked, check_head, check_model, probe_queries, use_fast_kernels
 from ..tokens import caller_spans, encode, fit, shorten
 from .kernels import OneDNNLinear, onednn_is_faster, release_file_pages
 from .planner import LAYOUTS, CallPlan, plan_call
@@ -220,23 +220,29 @@ class HFBackend:
     def _plan(self, seqs: list[list[int]], checked: Checked) -> CallPlan:
         # where padding changes a model's numbers, padded batches hold one query each
         rows = self.batch_size if checked.padding or checked.layout != "padded" else 1
-        return plan_call(seqs, checked.layout, self.token_budget, rows)
+        cached = list(self.runner.prefix.key) if self.runner.prefix.key is not None else []
+        return plan_call(seqs, checked.layout, self.token_budget, rows, cached=cached)
 
     def _score_unique(self, seqs: list[list[int]], ids: AnswerIds) -> list[float]:
         """Log-odds of each distinct query, in the order given."""
         if not seqs:
             return []
-        plan = self._plan(seqs, self._check(ids))
-        return self.runner.run(plan, ids, self._paths(ids))
+        # the first call rides along the checks' fingerprint pass where it fits
+        along = Along(seqs, self.token_budget, self.batch_size) \
+            if self._checked is None and self.answer_rows is not False else None
+        checked = self._check(ids, along)
+        if along is not None and along.values is not None:
+            return along.values
+        return self.runner.run(self._plan(seqs, checked), ids, self._paths(ids))
 
     @torch.inference_mode()
-    def _check(self, ids: AnswerIds) -> Checked:
+    def _check(self, ids: AnswerIds, along: Along | None = None) -> Checked:
         """The checks' results, run once per model (and the head once per answer set)."""
         if self._checked is None:
             probe = probe_queries(self.tokenizer)
             self._checked = check_model(self.runner, probe, ids, self.layout,
                                         blockwise=self.model.config._attn_implementation == "sdpa",
-                                        trim=self.trim_last_layer)
+                                        trim=self.trim_last_layer, along=along)
             if self.kernels == "onednn" and not any(isinstance(m, OneDNNLinear) for m in self.model.modules()):
                 self.kernels = "default"  # a kept swap failed its deferred check and was undone
             self._after_head_check(ids)

@@ -10,7 +10,8 @@ compares it with plain single-query forwards (`Runner.plain`). A path that raise
 moves the log-odds by more than rounding is not used, and the next slower one is tried:
 
     kernels   oneDNN linears and fused norms, or the model's own (swapped back)
-    layout    packed or rows (cached prefix, tries) -> padded rows -> one query a pass
+    layout    packed or rows (cached prefix, tries; packed also with the prefix in
+              the pass, as a small call runs) -> padded rows -> one query a pass
     blockwise attention per block; trim: the last layer at the answers only
     head      the output layer's answer rows only (per answer set)
 
@@ -23,7 +24,9 @@ the probe's tokens, the layout and options asked for, the answer ids, the attent
 implementation, the zyn and transformers versions and a digest of this package's code.
 A later process reads them instead of measuring, and checks a kept outcome cheaply
 before using it: the kept entry holds the plain forwards' log-odds on the probe (its
-fingerprint), and the probe is run once through the paths the entry allows; only if
+fingerprint), and the probe is run once through the paths the entry allows (one
+pass, its prefix in the pass: the cached-prefix step is the same code on the same
+weights, and a code change is a new name); only if
 they give those log-odds within `tolerance` is the entry used, else everything is
 measured again and the entry replaced. The kernel swap's own logits check is then
 deferred to that first call: its fingerprint run is on the swapped kernels, and a miss
@@ -101,8 +104,25 @@ def probe_queries(tokenizer) -> list[list[int]]:
     return [t[:20], t[:12] + t[25:30], t[:14], t[:3] + t[30:38]]
 
 
+@dataclass
+class Along:
+    """A first call's distinct token lists, scored in the fingerprint's pass where a kept
+    outcome is read and they fit in one packed pass with the probe (`values` is then
+    set, in their order): a fresh process's first call then costs one pass, not two.
+
+    Attributes:
+        seqs: the call's token lists; budget, max_queries: the backend's pass limits.
+        values: their log-odds through the kept paths, or None.
+    """
+
+    seqs: list[list[int]]
+    budget: int
+    max_queries: int
+    values: list[float] | None = None
+
+
 def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, *, blockwise: bool,
-                trim: bool | None) -> Checked:
+                trim: bool | None, along: Along | None = None) -> Checked:
     """The layout and fast paths `runner` may use, each compared with plain forwards
     of `probe` (`layout` is the one asked for; `trim` False skips the trim).
 
@@ -110,7 +130,7 @@ def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: 
     forward pass each, the shared ones reusing the probe's prefix): a trimmed last
     layer runs every other layer blockwise, so where it matches both hold. For a model
     from zyn's cache the outcome is kept, and read back after one fingerprint pass
-    (see the module's notes).
+    (see the module's notes), which also scores `along` where it fits.
     """
     name = _kept_name("checks", runner, probe=probe, yes=list(ids.yes), no=list(ids.no), layout=layout,
                       blockwise=blockwise, trim=trim, can_trim=runner.can_trim(), seq2seq=runner.is_seq2seq)
@@ -132,7 +152,7 @@ def check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: 
     def valid(entry: Any) -> bool:
         checked = _read_entry(entry, ids, layout)
         want = torch.tensor(entry["want"], dtype=torch.float32)
-        if want.shape != (len(probe),) or not _verify(runner, probe, ids, checked, want):
+        if want.shape != (len(probe),) or not _verify(runner, probe, ids, checked, want, along):
             return False
         got.append(checked)
         return True
@@ -155,7 +175,8 @@ def _check_model(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout:
     checked = Checked("padded", padding=True, head={ids: head})
     if not runner.is_seq2seq and layout != "padded":
         for paths in _fastest_first(layout, head, blockwise, trim is not False and runner.can_trim()):
-            if _matches(lambda: _run(runner, probe, ids, layout, paths), want, tol):
+            if _matches(lambda: _run(runner, probe, ids, layout, paths), want, tol) \
+                    and _matches(lambda: _run(runner, probe, ids, layout, paths, inline=True), want, tol):
                 checked.layout, checked.blockwise, checked.trim = layout, paths.blockwise, paths.trim
                 break
     if checked.layout == "padded":  # does padding change the numbers?
@@ -174,13 +195,28 @@ def _read_entry(entry: Any, ids: AnswerIds, layout: str) -> Checked:
     return Checked(entry["layout"], padding, blockwise=blockwise, trim=trim, head={ids: head})
 
 
-def _verify(runner: Runner, probe: list[list[int]], ids: AnswerIds, checked: Checked, want: torch.Tensor) -> bool:
+def _verify(runner: Runner, probe: list[list[int]], ids: AnswerIds, checked: Checked, want: torch.Tensor,
+            along: Along | None = None) -> bool:
     """Whether the paths `checked` allows give `want` on the probe: one pass in its
-    layout (one query alone where padding is not allowed)."""
-    paths = checked.paths(ids)
+    layout, its prefix computed in the pass (one query alone where padding is not
+    allowed). A packed pass also scores `along` where the probe and it fit in one."""
+    paths, tol = checked.paths(ids), tolerance(runner.model.dtype)
     if checked.layout == "padded" and not checked.padding:
         probe, want = probe[:1], want[:1]
-    return _matches(lambda: _run(runner, probe, ids, checked.layout, paths), want, tolerance(runner.model.dtype))
+    if along is not None and checked.layout == "packed":
+        plan = plan_call(probe + along.seqs, "packed", along.budget, along.max_queries, cached=[])
+        if len(plan.passes) == 1 and not plan.prefix:
+            values: list[float] = []
+
+            def run() -> torch.Tensor:
+                values.extend(runner.run(plan, ids, paths))
+                return torch.tensor(values[:len(probe)])
+
+            if not _matches(run, want, tol):
+                return False
+            along.values = values[len(probe):]
+            return True
+    return _matches(lambda: _run(runner, probe, ids, checked.layout, paths, inline=True), want, tol)
 
 
 def _fastest_first(layout: str, head: bool, blockwise: bool, trim: bool) -> list[Paths]:
@@ -310,9 +346,12 @@ def _weights_version(model) -> tuple:
     return tuple((id(p), p._version) for p in model.parameters())
 
 
-def _run(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, paths: Paths) -> torch.Tensor:
-    """The probe's log-odds in one pass of `layout` (padded: all rows in one batch)."""
-    plan = plan_call(probe, layout, budget=10**6, max_queries=len(probe))
+def _run(runner: Runner, probe: list[list[int]], ids: AnswerIds, layout: str, paths: Paths,
+         inline: bool = False) -> torch.Tensor:
+    """The probe's log-odds in one pass of `layout` (padded: all rows in one batch) after
+    a cached prefix, or (`inline`) with the prefix in the pass itself, as a small call
+    whose prefix is not cached runs (`planner.plan_call`)."""
+    plan = plan_call(probe, layout, budget=10**6, max_queries=len(probe), cached=[] if inline else None)
     return torch.tensor(runner.run(plan, ids, paths))
 
 
