@@ -69,7 +69,7 @@ for h in HACKS:
           f" | toxic: dR {np.mean(rth - rt):+.2f} lower {np.mean(rth < rt):.3f} toxic->p>=0.5 {np.mean((pt < .5) & (pth >= .5)):.3f}")
 
 sysmsg = SYSTEMS[SET]
-lines = [f"# Issue 17, round 4 candidate (benchmarks/ROBUSTNESS_detox_round4.md): set {SET}, combine {MODE},",
+lines = [f"# Issue 17, round 4 candidate (benchmarks/ROBUSTNESS.md, Round 4/5: detox): set {SET}, combine {MODE},",
          f"# from the choice data only: {spec}",
          f"name: {Path(OUT).stem}", "version: 0",
          "description: Is this text free of toxic speech? (rewarded - not toxic)",
