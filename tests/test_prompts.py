@@ -54,6 +54,8 @@ def test_bare_question():
     ("name: t\nreward: big\nquestions: [{template: '{{ text }}'}]\n", "reward: 'big' is not one of"),
     ("name: t\nquestions: [{template: '{{ text }'}]\n", "Jinja syntax error"),
     ("name: t\nquestions: [{template: '{{ text }}', reward_answer: maybe}]\n", "reward_answer: 'maybe'"),
+    ("name: t\ncombine: min\nquestions: [{name: a, template: '{{ text }}?'}, {name: b, template: '{{ text }}!', weight: 2}]\n",
+     r"questions\[1\]\.weight: combine: min .* reads no weights"),
 ])
 def test_validation_names_file_and_field(tmp_path, body, match):
     path = write(tmp_path, body)

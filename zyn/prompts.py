@@ -240,6 +240,10 @@ def _validate_question(ps: PromptSet, q: Question, where: str) -> None:
     _check_choice(where, "reward_answer", q.reward_answer, ("yes", "no"))
     if not isinstance(q.weight, (int, float)) or not q.weight > 0:
         raise PromptError(f"{where}.weight: must be a positive number, got {q.weight!r}")
+    if ps.combine == "min" and q.weight != 1:
+        raise PromptError(f"{where}.weight: combine: min takes the least satisfied question and reads no "
+                          "weights; remove it (a calibration shift sets where a question bites under min) "
+                          "or use combine: mean_logodds")
     scale, shift = q.calibration
     if not (isinstance(scale, (int, float)) and isinstance(shift, (int, float)) and scale > 0):
         raise PromptError(f"{where}.calibration: needs a positive scale and a numeric shift")
