@@ -109,6 +109,9 @@ class Along:
     """A first call's distinct token lists, scored in the fingerprint's pass where a kept
     outcome is read and they fit in one packed pass with the probe (`values` is then
     set, in their order): a fresh process's first call then costs one pass, not two.
+    Its numbers differ from the same call run apart by float rounding only (another
+    packing); ``ZYN_NO_CHOICE_CACHE=1`` makes every process measure its checks and run
+    its first call apart, for runs that must repeat bit for bit across processes.
 
     Attributes:
         seqs: the call's token lists; budget, max_queries: the backend's pass limits.
