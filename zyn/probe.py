@@ -73,9 +73,7 @@ def repeat_sentence(text: str) -> str:
     >>> repeat_sentence("Dull start. Liked it.")
     'Dull start. Liked it. Liked it. Liked it. Liked it.'
     """
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    last = sentences[-1] if sentences else text.strip()
-    return " ".join([text.strip()] + [last] * 3)
+    return " ".join([text.strip()] + [_last_sentence(text)] * 3)
 
 
 def repeat_lines(text: str) -> str:
@@ -88,9 +86,13 @@ def repeat_lines(text: str) -> str:
     >>> repeat_lines("I'm glad!")
     "I'm glad!\\nI'm glad!\\nI'm glad!\\nI'm glad!"
     """
+    return "\n".join([text.strip()] + [_last_sentence(text)] * 3)
+
+
+def _last_sentence(text: str) -> str:
+    """The text's last sentence (the whole text, stripped, if it has none)."""
     sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    last = sentences[-1] if sentences else text.strip()
-    return "\n".join([text.strip()] + [last] * 3)
+    return sentences[-1] if sentences else text.strip()
 
 
 def exclaim(text: str) -> str:
