@@ -65,6 +65,9 @@ def test_prompts_validate_and_show(tmp_path, capsys, tiny_causal_dir):
     assert main(["prompts", "show", "sentiment", "--model", tiny_causal_dir]) == 0
     out = capsys.readouterr().out
     assert "Is the reviewer's opinion of the film favourable?" in out and "<|assistant|>" in out and "yes:" in out
+    assert main(["prompts", "show", "sentiment_norepeat", "--text", "so good so good so good"]) == 0
+    out = capsys.readouterr().out  # 2 of its 4 trigrams seen before: 10 x 0.5
+    assert "penalty: 10 x repeated_ngrams (n=3) off the combined log-odds; this text: 5.000" in out
 
 
 # ----------------------------------------------------------------------------- nothing half-written

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["zyn.scoring", "zyn.calibration", "zyn.evaluation", "zyn.prompts", "zyn.answers", "zyn.api", "zyn.probe",
+MODULES = ["zyn.scoring", "zyn.calibration", "zyn.evaluation", "zyn.prompts", "zyn.textstats", "zyn.answers", "zyn.api", "zyn.probe",
            "zyn.backends.remote.protocols", "zyn.integrations.chatformat", "zyn.corpus.select", "zyn.corpus.shards",
            "experiments.common.hacking", "zyn.backends.tokens"]
 # These document their maths with examples; finding none means the runner lost them.

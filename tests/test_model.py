@@ -52,6 +52,28 @@ def test_calibration_is_applied(tiny_causal):
     assert b.logodds["positive"] == pytest.approx([2 * x + 1 for x in a.logodds["positive"]], abs=1e-6)
 
 
+def test_penalties_come_off_the_combined_logodds(tiny_causal):
+    import dataclasses
+
+    from zyn.calibration import apply_calibration, raw_logodds
+    from zyn.prompts import Penalty
+
+    plain = ZeroShotRewardModel(*tiny_causal, prompt=ROBUST_V2, reward="logodds")
+    ps = dataclasses.replace(plain.prompt_set, penalties=(Penalty(weight=6.0, n=2),))
+    pen = plain.with_prompt(ps, reward="logodds")
+    texts = ["A great film", "great film great film great film", {"prompt": "good good good ", "completion": "ok"}]
+    a, b = plain.score_detailed(texts), pen.score_detailed(texts)
+    # 0, 3 of 5 bigrams seen before, and the prompt's repeats are not the completion's
+    assert [x - y for x, y in zip(a.rewards, b.rewards)] == pytest.approx([0.0, 6.0 * 3 / 5, 0.0], abs=1e-6)
+    assert b.per_question == a.per_question and b.logodds == a.logodds  # the questions do not carry it
+    assert b.p_yes[1] == pytest.approx(1 / (1 + math.exp(-b.rewards[1])), abs=1e-9) and b.p_yes[1] < a.p_yes[1]
+    # offline re-scoring (zyn eval) takes the same penalty
+    raw = raw_logodds(pen, texts)
+    own = {q.name: q.calibration for q in ps.questions}
+    _, combined = apply_calibration(raw, ps, own, ps.penalty(texts))
+    assert combined.tolist() == pytest.approx(b.p_yes, abs=1e-6)
+
+
 def test_with_prompt_shares_the_model(rm):
     other = rm.with_prompt("detox")
     assert other.backend is rm.backend and other.prompt_set.name == "detox" and rm.prompt_set.name != "detox"

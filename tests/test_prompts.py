@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from zyn.errors import InputError, PromptError
-from zyn.prompts import PromptSet, Question, available_prompt_sets, load_prompt_set
+from zyn.prompts import Penalty, PromptSet, Question, available_prompt_sets, load_prompt_set
 
-SHIPPED = ["sentiment", "d5_funny_scifi", "sentiment_robust", "detox", "answer_grader"]
+SHIPPED = ["sentiment", "d5_funny_scifi", "sentiment_robust", "detox", "answer_grader", "sentiment_norepeat"]
 
 
 def write(tmp_path, text, name="p.yaml"):
@@ -23,11 +23,20 @@ def test_shipped_sets_load_by_name_and_path():
         assert ps.questions and ps.name == name
     robust = load_prompt_set("sentiment_robust")
     assert [q.reward_answer for q in robust.questions] == ["yes", "no", "no", "yes", "no"]
-    detox = load_prompt_set("detox")  # v3 (issue 17, round 4): min of polite (yes) and a role-play guard (no)
-    assert detox.version == "3" and detox.combine == "min" and not detox.delimit
+    assert robust.version == "5" and robust.penalties == (Penalty("repeated_ngrams", 10.0, 3),)
+    plain, norepeat = load_prompt_set("sentiment"), load_prompt_set("sentiment_norepeat")  # the RL reward: sentiment + penalty
+    assert norepeat.questions == plain.questions and norepeat.system == plain.system and not plain.penalties
+    assert norepeat.penalties == robust.penalties
+    detox = load_prompt_set("detox")  # v4 (issue 17, round 6): v3's min of polite (yes) and a role-play guard (no)
+    assert detox.version == "4" and detox.combine == "min" and not detox.delimit
+    assert detox.penalties == (Penalty("repeated_ngrams", 10.0, 3),)
     assert [(q.name, q.reward_answer) for q in detox.questions] == [("polite", "yes"), ("roles", "no")]
     v2 = load_prompt_set(Path(__file__).parents[1] / "benchmarks/data/prompts_v1/detox_v2.yaml")  # frozen, for the round 1-4 figures
     assert v2.version == "2" and v2.delimit and [q.reward_answer for q in v2.questions] == ["no"]
+    frozen = Path(__file__).parents[1] / "benchmarks/data/prompts_v1"
+    for name, version in [("detox_v3", "3"), ("sentiment_robust_v4", "4")]:  # the round 6 figures' "before"
+        old = load_prompt_set(frozen / f"{name}.yaml")
+        assert old.name == name and old.version == version and not old.penalties
 
 
 def test_yes_no_words_stay_strings(tmp_path):
@@ -56,6 +65,19 @@ def test_bare_question():
     ("name: t\nquestions: [{template: '{{ text }}', reward_answer: maybe}]\n", "reward_answer: 'maybe'"),
     ("name: t\ncombine: min\nquestions: [{name: a, template: '{{ text }}?'}, {name: b, template: '{{ text }}!', weight: 2}]\n",
      r"questions\[1\]\.weight: combine: min .* reads no weights"),
+    ("name: t\npenalties: {kind: repeated_ngrams}\nquestions: [{template: '{{ text }}'}]\n", "penalties: expected a list"),
+    ("name: t\npenalties: [{kind: length, weight: 1}]\nquestions: [{template: '{{ text }}'}]\n",
+     r"penalties\[0\]: kind: 'length' is not one of repeated_ngrams"),
+    ("name: t\npenalties: [{n: 2}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: required"),
+    ("name: t\npenalties: [{weight: 0}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),
+    ("name: t\npenalties: [{weight: -2}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),
+    ("name: t\npenalties: [{weight: .inf}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),
+    ("name: t\npenalties: [{weight: true}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: expected int or float"),
+    ("name: t\npenalties: [{weight: 1, n: 0}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.n: must be a whole number from 1 to 16"),
+    ("name: t\npenalties: [{weight: 1, n: 2.5}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.n: expected int"),
+    ("name: t\npenalties: [{weight: 1, n: 99}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.n: must be a whole number"),
+    ("name: t\npenalties: [{weight: 1, ngram: 2}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]: unknown key\(s\) \['ngram'\]"),
+    ("name: t\npenalties: [3]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]: expected a mapping"),
 ])
 def test_validation_names_file_and_field(tmp_path, body, match):
     path = write(tmp_path, body)
@@ -117,6 +139,25 @@ def test_calibration_roundtrip(tmp_path):
     assert again.questions[1].calibration == (0.5, -1.0) and again == ps
     with pytest.raises(PromptError, match="no question named"):
         ps.with_calibration({"nope": (1.0, 0.0)})
+
+
+def test_penalties_read_the_judged_text_and_round_trip(tmp_path):
+    path = write(tmp_path, "name: t\nreward: logodds\npenalties: [{kind: repeated_ngrams, n: 2, weight: 4}]\n"
+                           "questions: [{template: '{{ text }} ok?'}]\n")
+    ps = load_prompt_set(path)
+    assert ps.penalties == (Penalty("repeated_ngrams", 4.0, 2),)
+    twice = "great film great film"  # 3 bigrams, 1 seen before
+    assert ps.penalty(["a fine film", twice]) == [0.0, 4.0 / 3]
+    # the judged text: a completion without its prompt, the last assistant turn of a chat
+    assert ps.penalty([{"prompt": "great film great film", "completion": " a fine one"}]) == [0.0]
+    assert ps.penalty([{"prompt": "Say it.", "completion": twice}]) == [4.0 / 3]
+    chat = [{"role": "user", "content": twice}, {"role": "assistant", "content": "Sure."}]
+    assert ps.penalty([{"messages": chat}]) == [0.0]
+    ps.to_yaml(tmp_path / "again.yaml")
+    assert load_prompt_set(tmp_path / "again.yaml") == ps
+    assert load_prompt_set("sentiment").penalty(["a a a a"]) is None  # no penalties: nothing to compute
+    with pytest.raises(InputError, match="item 1"):  # a bad record is named as in scoring
+        ps.penalty(["fine", 3])
 
 
 def test_prompt_set_pickles():

@@ -143,8 +143,8 @@ def oriented_labels(labels: Sequence, reward_answer: str) -> np.ndarray:
 
 
 def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
-                      calibration: Mapping[str, tuple[float, float]] | None = None
-                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                      calibration: Mapping[str, tuple[float, float]] | None = None,
+                      penalty: Sequence[float] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Re-score from raw (uncalibrated) yes-vs-no log-odds without running a model.
 
     Goes through `zyn.scoring.combine`, the model's own path, so the numbers are
@@ -154,6 +154,8 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
         raw_logodds: {question name: raw log-odds per item}.
         prompt_set: gives each question's reward_answer and weight and the combine mode.
         calibration: {question: (scale, shift)}; questions not named keep (1, 0).
+        penalty: log-odds the prompt set's penalties take off each item
+            (`PromptSet.penalty` of the same items); None for none.
 
     Returns:
         ({question: P(yes) per item}, combined P(rewarded answer) per item). Per
@@ -174,12 +176,14 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
     if len({len(col) for col in columns}) > 1:
         raise ValueError(f"raw log-odds of unequal lengths: {[len(col) for col in columns]}")
     c = combine(list(zip(*columns)), [calibration.get(q.name, (1.0, 0.0)) for q in qs],
-                [q.reward_answer for q in qs], [q.weight for q in qs], prompt_set.combine)
+                [q.reward_answer for q in qs], [q.weight for q in qs], prompt_set.combine,
+                penalty=None if penalty is None else [float(x) for x in np.asarray(penalty, dtype=float).ravel()])
     return {q.name: np.array(p, dtype=float) for q, p in zip(qs, c.p_yes)}, np.array(c.p_rewarded, dtype=float)
 
 
 def platt_cross_fitted(raw_logodds: Mapping[str, np.ndarray], prompt_set, labels: Sequence, seed: int = 0,
-                       reg: float = 1e-3) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                       reg: float = 1e-3, penalty: Sequence[float] | None = None
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every item scored under a Platt fit on the other half (2-fold cross-fitting).
 
     The items are split into two stratified halves (`zyn.evaluation.two_folds`);
@@ -211,7 +215,8 @@ def platt_cross_fitted(raw_logodds: Mapping[str, np.ndarray], prompt_set, labels
     for test in two_folds(y, seed):
         train = np.setdiff1d(np.arange(n), test)
         fit = fit_platt_per_question({k: v[train] for k, v in raw.items()}, y[train], prompt_set, reg=reg)
-        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, prompt_set, fit)
+        pq, comb = apply_calibration({k: v[test] for k, v in raw.items()}, prompt_set, fit,
+                                     None if penalty is None else np.asarray(penalty, dtype=float)[test])
         combined[test] = comb
         for k in per_q:
             per_q[k][test] = pq[k]

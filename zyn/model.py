@@ -84,13 +84,13 @@ class ZeroShotRewardModel:
         if out.truncated:
             warnings.warn(f"zyn: {out.truncated} of {len(inputs)} inputs were longer than the model's context "
                           f"({out.context} tokens) and were cut inside their text", stacklevel=2)
-        return self._assemble(out.values)
+        return self._assemble(out.values, ps.penalty(inputs))
 
-    def _assemble(self, raw: list[list[float]]) -> Scores:
+    def _assemble(self, raw: list[list[float]], penalty: list[float] | None = None) -> Scores:
         ps = self.prompt_set
         qs = ps.questions
         c = combine(raw, [q.calibration for q in qs], [q.reward_answer for q in qs], [q.weight for q in qs],
-                    ps.combine, self.reward_shape)
+                    ps.combine, self.reward_shape, penalty)
         names = [q.name for q in qs]
         return Scores(p_yes=c.p_rewarded, rewards=c.rewards, per_question=dict(zip(names, c.p_yes)),
                       logodds=dict(zip(names, c.logodds)))

@@ -14,6 +14,10 @@ With ``delimit: true`` a prompt set's templates put the caller's text between ta
 values is neutralised (`neutralise`), so a text can neither close the tags and pose
 as the grader's instructions nor carry chat-role markers such as ``<|im_end|>``.
 The tags are template text, so the text between them stays cuttable.
+
+A prompt set may also carry ``penalties``: deterministic terms read off the judged
+text itself (the completion) and subtracted from the combined log-odds, for hacks a
+small judge does not see, such as a text that repeats itself (`Penalty`).
 """
 from __future__ import annotations
 
@@ -34,12 +38,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .api import Query
 from .errors import InputError, PromptError
 from .scoring import COMBINES, SHAPES
+from .textstats import repeated_ngram_rate
 
 INPUT_VARIABLES = ("text", "prompt", "completion", "messages")
 CHAT_MODES = ("auto", "always", "never")
 _SET_KEYS = {"name", "version", "description", "chat_template", "system", "answers", "reward",
-             "combine", "fields", "questions", "delimit"}
+             "combine", "fields", "questions", "delimit", "penalties"}
 _QUESTION_KEYS = {"name", "template", "reward_answer", "weight", "calibration"}
+_PENALTY_KEYS = {"kind", "weight", "n"}
+#: penalty kind -> what it measures in the judged text (a number in [0, 1])
+PENALTY_KINDS = {"repeated_ngrams": "the share of its word n-grams that already occurred earlier in it"}
+MAX_PENALTY_N = 16
 # Bounds that keep a prompt set from costing more than a text: the template's own text
 # (variables' values excluded) once rendered, the nesting of a record's values, and
 # the nodes a YAML file may expand to through aliases.
@@ -133,6 +142,36 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Penalty:
+    """A deterministic term subtracted from a prompt set's combined log-odds.
+
+    For each input, ``weight * statistic(completion)`` comes off the combined log-odds
+    of the rewarded answers, before the reward is shaped, so P(rewarded answer) and the
+    reward both carry it and the questions' own P(yes) do not. The statistic reads the
+    judged text: the completion of a prompt/completion record, the last assistant turn
+    of a chat, else the text.
+
+    Attributes:
+        kind: one of PENALTY_KINDS; ``repeated_ngrams`` is
+            `zyn.textstats.repeated_ngram_rate`: 0 for a text that never repeats a
+            word n-gram, about 0.75 for a text said four times over.
+        weight: positive log-odds taken off per unit of the statistic.
+        n: the n-gram length of ``repeated_ngrams``.
+
+    >>> Penalty(weight=10.0).of("Loved it! Loved it! Loved it!")   # 2 of its 4 trigrams repeat
+    5.0
+    """
+
+    kind: str = "repeated_ngrams"
+    weight: float = 1.0
+    n: int = 3
+
+    def of(self, text: str) -> float:
+        """The log-odds this penalty takes off for one judged text."""
+        return self.weight * repeated_ngram_rate(text, self.n)
+
+
+@dataclass(frozen=True)
 class PromptSet:
     """A reward defined by yes/no questions. Build with `load_prompt_set`."""
 
@@ -147,6 +186,7 @@ class PromptSet:
     combine: str = "mean"
     fields: tuple[str, ...] = ()
     delimit: bool = False
+    penalties: tuple[Penalty, ...] = ()
     source: str = field(default="<object>", compare=False)
 
     def __post_init__(self):
@@ -163,6 +203,13 @@ class PromptSet:
         if self.delimit:
             context = {k: _neutralised(v) for k, v in context.items()}
         return [_render_query(self, q, context, index) for q in self.questions]
+
+    def penalty(self, items: Iterable[Any]) -> list[float] | None:
+        """The log-odds the `penalties` take off each text or record (None without penalties)."""
+        if not self.penalties:
+            return None
+        judged = [make_context(item, i, self.fields)["completion"] for i, item in enumerate(items)]
+        return [sum(p.of(t) for p in self.penalties) for t in judged]
 
     def with_calibration(self, calibration: Mapping[str, tuple[float, float]]) -> "PromptSet":
         """A copy whose named questions carry new (scale, shift) calibrations."""
@@ -186,6 +233,8 @@ class PromptSet:
             out["fields"] = list(self.fields)
         if self.delimit:
             out["delimit"] = True
+        if self.penalties:
+            out["penalties"] = [dataclasses.asdict(p) for p in self.penalties]
         out["questions"] = [_question_dict(q) for q in self.questions]
         return out
 
@@ -222,6 +271,8 @@ def _validate(ps: PromptSet) -> None:
         raise PromptError(f"{where}: questions: names must be unique, got {names}")
     if not isinstance(ps.delimit, bool):
         raise PromptError(f"{where}: delimit: expected true or false, got {ps.delimit!r}")
+    for i, pen in enumerate(ps.penalties):
+        _validate_penalty(pen, f"{where}: penalties[{i}]")
     for i, q in enumerate(ps.questions):
         _validate_question(ps, q, f"{where}: questions[{i}]")
         if ps.delimit and not _DELIMITED.search(q.template):
@@ -232,6 +283,16 @@ def _validate(ps: PromptSet) -> None:
 def _check_choice(where: str, key: str, value: str, choices: Iterable[str]) -> None:
     if value not in choices:
         raise PromptError(f"{where}: {key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _validate_penalty(pen: Penalty, where: str) -> None:
+    _check_choice(where, "kind", pen.kind, PENALTY_KINDS)
+    if isinstance(pen.weight, bool) or not isinstance(pen.weight, (int, float)) or not 0 < pen.weight < float("inf"):
+        raise PromptError(f"{where}.weight: must be a positive number (log-odds per unit of the statistic), "
+                          f"got {pen.weight!r}")
+    if isinstance(pen.n, bool) or not isinstance(pen.n, int) or not 1 <= pen.n <= MAX_PENALTY_N:
+        raise PromptError(f"{where}.n: must be a whole number from 1 to {MAX_PENALTY_N} (the n-gram length), "
+                          f"got {pen.n!r}")
 
 
 def _validate_question(ps: PromptSet, q: Question, where: str) -> None:
@@ -558,13 +619,32 @@ def from_dict(data: Any, source: str) -> PromptSet:
         chat_template=_typed(data, "chat_template", (str,), where, "auto"),
         system=_typed(data, "system", (str, None), where),
         reward=_typed(data, "reward", (str,), where, "zyn"), combine=_typed(data, "combine", (str,), where, "mean"),
-        fields=tuple(fields), delimit=_typed(data, "delimit", (bool,), where, False), source=source)
+        fields=tuple(fields), delimit=_typed(data, "delimit", (bool,), where, False),
+        penalties=_penalties(data.get("penalties"), f"{source}: penalties"), source=source)
 
 
 def _words(value: Any) -> tuple:
     # YAML reads True/False as booleans; as answer words they are the words.
     values = value if isinstance(value, list) else [value]
     return tuple(str(v) if isinstance(v, bool) else v for v in values)
+
+
+def _penalties(raw: Any, where: str) -> tuple[Penalty, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PromptError(f"{where}: expected a list such as [{{kind: repeated_ngrams, n: 3, weight: 10}}]")
+    out = []
+    for i, item in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(item, Mapping):
+            raise PromptError(f"{at}: expected a mapping with kind, n and weight")
+        _no_unknown(item, _PENALTY_KEYS, at)
+        if "weight" not in item:
+            raise PromptError(f"{at}.weight: required (log-odds taken off per unit of the statistic)")
+        out.append(Penalty(kind=_typed(item, "kind", (str,), at, "repeated_ngrams"),
+                           weight=_typed(item, "weight", (int, float), at), n=_typed(item, "n", (int,), at, 3)))
+    return tuple(out)
 
 
 def _question(raw: Any, where: str) -> Question:

@@ -183,7 +183,7 @@ class Combined:
 
 def combine(raw: Sequence[Sequence[float]], calibration: Sequence[tuple[float, float]],
             reward_answers: Sequence[str], weights: Sequence[float], mode: str = "mean",
-            shape: str = "prob") -> Combined:
+            shape: str = "prob", penalty: Sequence[float] | None = None) -> Combined:
     """Calibrate, orient, combine and shape the raw log-odds of Q questions about N inputs.
 
     For each row, with question j's (scale_j, shift_j):
@@ -191,6 +191,7 @@ def combine(raw: Sequence[Sequence[float]], calibration: Sequence[tuple[float, f
         lo_j = scale_j * raw_j + shift_j                 calibrate
         o_j  = lo_j if j rewards "yes" else -lo_j        orient (a "no" question gives P(no))
         c    = combine_logodds(o, weights, mode)         combine (Eq. 4 for "mean")
+        c    = c - penalty                               penalise (a prompt set's `penalties`)
         p    = sigmoid(c),  reward = shape_reward(c, shape)
 
     "Per question" means one thing throughout zyn: P(yes) of that question's own
@@ -207,6 +208,9 @@ def combine(raw: Sequence[Sequence[float]], calibration: Sequence[tuple[float, f
         weights: Q positive weights.
         mode: how questions combine, one of COMBINES (see `combine_logodds`).
         shape: the reward shape, one of SHAPES (see `shape_reward`).
+        penalty: N non-negative log-odds to take off the combined values (read off
+            the texts themselves, `zyn.prompts.PromptSet.penalty`); None for none.
+            The per-question values do not carry it.
 
     Returns:
         A `Combined` of per-question (Q, N) and combined (N,) values.
@@ -219,6 +223,8 @@ def combine(raw: Sequence[Sequence[float]], calibration: Sequence[tuple[float, f
     >>> c = combine([[0.0, math.log(3)]], [(1.0, 0.0)] * 2, ["yes", "no"], [1.0, 1.0])
     >>> round(c.p_rewarded[0], 12)   # mean of P(yes) 0.5 and P(no) 0.25
     0.375
+    >>> combine([[1.0], [1.0]], [(1.0, 0.0)], ["yes"], [1.0], "mean", "logodds", penalty=[0.0, 3.0]).rewards
+    [1.0, -2.0]
     """
     n_q = len(calibration)
     if not len(reward_answers) == len(weights) == n_q:
@@ -230,6 +236,10 @@ def combine(raw: Sequence[Sequence[float]], calibration: Sequence[tuple[float, f
     signs = [1.0 if a == "yes" else -1.0 for a in reward_answers]
     calibrated = [_calibrate_row(row, calibration, i) for i, row in enumerate(raw)]  # (N, Q)
     combined = [combine_logodds([s * lo for s, lo in zip(signs, row)], weights, mode) for row in calibrated]
+    if penalty is not None:
+        if len(penalty) != len(combined):
+            raise ValueError(f"{len(penalty)} penalties for {len(combined)} rows; give one per row")
+        combined = [c - float(x) for c, x in zip(combined, penalty)]
     columns = [[row[j] for row in calibrated] for j in range(n_q)]  # (Q, N)
     return Combined(
         logodds=columns,

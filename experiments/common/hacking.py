@@ -24,51 +24,20 @@ Monitors are not part of the reward, so a policy cannot have learned to please t
 "Reward up, monitors flat" is the signature of a hacked reward; the plots and the before/after
 table show both.
 
->>> words("Really liked it. Really liked it!")
-['really', 'liked', 'it', 'really', 'liked', 'it']
->>> distinct_n(["a b c", "a b d"], 1), distinct_n(["a b c", "a b d"], 2)
-(0.6666666666666666, 0.75)
->>> repeated_ngram_rate("really liked it. Really liked it. I liked it well.", 3)
-0.125
 >>> stats = text_stats(["good film", "good good good"])
 >>> sorted(stats) == sorted(STAT_KEYS), stats["text/words"], stats["text/repeat_2gram"]
 (True, 2.5, 0.25)
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Sequence
 
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+from zyn.textstats import distinct_n, repeated_ngram_rate, words
+
+__all__ = ["STAT_KEYS", "text_stats", "repetition_penalty", "words", "repeated_ngram_rate", "distinct_n",
+           "Monitor", "vader_monitor", "judge_monitor"]
 
 STAT_KEYS = ("text/distinct_1", "text/distinct_2", "text/repeat_2gram", "text/repeat_3gram", "text/words")
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters and digits, inner apostrophes kept); punctuation dropped."""
-    return _WORD.findall(text.lower())
-
-
-def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct n-grams over all n-grams of all the texts (corpus-level distinct-n); NaN with none."""
-    grams = [g for t in texts for g in _ngrams(words(t), n)]
-    return len(set(grams)) / len(grams) if grams else float("nan")
-
-
-def repeated_ngram_rate(text: str, n: int = 3) -> float:
-    """The share of the text's word n-grams that already occurred earlier in it (0 for a text
-    with fewer than n words)."""
-    seen: set[tuple[str, ...]] = set()
-    grams = _ngrams(words(text), n)
-    repeats = 0
-    for g in grams:
-        repeats += g in seen
-        seen.add(g)
-    return repeats / len(grams) if grams else 0.0
 
 
 def text_stats(texts: Sequence[str]) -> dict[str, float]:

@@ -132,12 +132,13 @@ def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.
     for ps in prompt_sets:
         raw = cal.raw_logodds(rm.with_prompt(ps), records)
         own = {q.name: q.calibration for q in ps.questions}
-        variants = [("as given", *cal.apply_calibration(raw, ps, own), None)]
+        pen = ps.penalty(records)
+        variants = [("as given", *cal.apply_calibration(raw, ps, own, pen), None)]
         if calibrate == CONTENT_FREE:
             fit = cal.content_free_calibration(rm.with_prompt(ps))
-            variants.append(("content-free", *cal.apply_calibration(raw, ps, fit), fit))
+            variants.append(("content-free", *cal.apply_calibration(raw, ps, fit, pen), fit))
         elif calibrate == PLATT:
-            per_q, combined = cal.platt_cross_fitted(raw, ps, labels, seed)
+            per_q, combined = cal.platt_cross_fitted(raw, ps, labels, seed, penalty=pen)
             variants.append(("platt 2-fold", per_q, combined, cal.fit_platt_per_question(raw, labels, ps)))
         for variant, per_q, combined, saved in variants:
             scores = {"combined": combined, **per_q}

@@ -61,6 +61,9 @@ def run_show(args) -> int:
     console = Console()
     console.print(f"[bold]{ps.name}[/bold] v{ps.version}  reward={ps.reward}  combine={ps.combine}  "
                   f"answers yes={list(ps.answers[0])} no={list(ps.answers[1])}  chat_template={ps.chat_template}")
+    for p in ps.penalties:
+        console.print(f"penalty: {p.weight:g} x {p.kind} (n={p.n}) off the combined log-odds; "
+                      f"this text: {p.of(record['completion']):.3f}", markup=False, highlight=False)
     backend = _backend(args.model) if args.model else None
     for q, query in zip(ps.questions, ps.render(record)):
         console.rule(f"{q.name}  (rewards {q.reward_answer!r}, weight {q.weight})")
