@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""ZYN detox: continue rude-inviting openers politely (prompts/detox.yaml v3: "polite and respectful?" yes, min with a role-play guard).
+"""ZYN detox: continue rude-inviting openers politely (prompts/detox.yaml v4: "polite?" yes, min with a guard, - repetition).
 
     python experiments/ppo_flan_detox.py                      # offline CPU default (gemma-3-270m policy, Qwen judge)
     python experiments/ppo_flan_detox.py --config experiments/configs/paper_gpu.yaml   # the paper's scale, on a GPU

@@ -1,16 +1,22 @@
 #!/usr/bin/env python
-"""ZYN robust ensemble: FilmAffinity-style reviews (yes) that are not too repetitive (no), Eq. 4.
+"""ZYN robust sentiment: positive movie-review continuations that do not repeat themselves.
 
     python experiments/ppo_flan_sentiments_robust.py                      # offline CPU default (gemma-3-270m policy, Qwen judge)
+    python experiments/ppo_flan_sentiments_robust.py --prompts sentiment_robust   # the paper's idea: a yes/no ensemble
     python experiments/ppo_flan_sentiments_robust.py --config experiments/configs/paper_gpu.yaml   # the paper's scale, on a GPU
 
-The reward is zyn's: the judge answers the questions of prompts/sentiment_robust.yaml and the trainer
-gets `ZeroShotRewardModel(...).as_trl_reward()`. The loop lives in experiments/common/.
+The reward is zyn's: `ZeroShotRewardModel(...).as_trl_reward()` over prompts/sentiment_norepeat.yaml,
+the question of the plain experiment (prompts/sentiment.yaml) with a counted repetition penalty
+(10 x the share of the completion's word trigrams seen before, off the log-odds). The loop lives in
+experiments/common/.
 
-On the CPU defaults (0.5B judge) this ensemble does not stop the policy from repeating itself: in
-40 steps its reward rose while P(positive) stayed flat and repetition went up (benchmarks/RESULTS.md,
-"Reward hacking in RL"). The best configuration found there is the plain question plus a lexical
-repetition penalty: python experiments/ppo_flan_sentiments.py --config experiments/configs/no_repeats.yaml
+Why not the ensemble: the ZYN paper stops repetition with a second yes/no question, and
+prompts/sentiment_robust.yaml does that for `zyn probe`'s hacks on held-out reviews; but on the CPU
+default judge (0.5B) a policy trained against it (v3, v4 and v5 in turn) raised the reward while
+P(positive) stayed flat or fell, by repeating lines, hyphenated non-words or web-page fragments that
+its guard questions score well. Counting repetition instead keeps the plain question in charge:
+P(positive) 0.12 -> 0.43 (the plain run: 0.36) with repeated bigrams 0.006 (plain: 0.149)
+(benchmarks/RESULTS.md, "Reward hacking in RL"). Try the ensemble on a larger judge.
 """
 import sys
 from pathlib import Path
@@ -20,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.common import DATA, Experiment, main  # noqa: E402
 
 EXPERIMENT = Experiment(
-    name="ppo_flan_sentiments_robust", prompts="sentiment_robust",
+    name="ppo_flan_sentiments_robust", prompts="sentiment_norepeat",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
     description=__doc__.splitlines()[0],
-    # independent evaluators, logged and plotted, never optimised: the lexicon, and P(positive) from the plain sentiment question
-    defaults={"monitors": ["vader", "sentiment"]},
+    # evaluators logged and plotted, never optimised: the lexicon, P(positive) from the plain sentiment
+    # question (the same question without the penalty, as the plain run reports it), and the ensemble
+    defaults={"monitors": ["vader", "sentiment", "sentiment_robust"]},
 )
 
 if __name__ == "__main__":

@@ -96,17 +96,19 @@ def test_judge_monitors_score_with_another_prompt_set(tiny_dirs, tmp_path):
     assert len([line for line in r.stdout.splitlines() if line.startswith("| '")]) == 2
 
 
-def test_repetition_penalty_is_a_second_reward(tiny_dirs, tmp_path):
-    policy, judge, config = tiny_dirs
-    r = run_script("ppo_flan_sentiments", "--config", str(config), "--policy", str(policy), "--judge", str(judge),
-                   "--steps", "1", "--monitors", "", "--output-dir", str(tmp_path), "--device", "cpu",
-                   "--repetition-penalty", "5")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    train = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
-    assert any("rewards/repetition_penalty/mean" in row for row in train), train
-    line = _one_line_error(run_script("ppo_flan_sentiments", "--repetition-penalty", "-1", "--output-dir",
-                                      str(tmp_path)))
-    assert "repetition_penalty" in line
+def test_robust_experiment_counts_repetition(tmp_path):
+    """The robust run's reward is the sentiment question minus the prompt set's repetition penalty."""
+    sys.path.insert(0, str(ROOT))
+    from experiments.ppo_flan_sentiments_robust import EXPERIMENT
+    from zyn import load_prompt_set
+
+    ps = load_prompt_set(EXPERIMENT.prompts)
+    assert ps.penalties and ps.questions == load_prompt_set("sentiment").questions
+    assert "sentiment" in EXPERIMENT.defaults["monitors"]  # P(positive), as the plain run reports it
+    old = tmp_path / "old.yaml"
+    old.write_text("repetition_penalty: 5\n")
+    line = _one_line_error(run_script("ppo_flan_sentiments", "--config", str(old), "--output-dir", str(tmp_path)))
+    assert "repetition_penalty is gone" in line and "sentiment_norepeat" in line
 
 
 def test_rloo_trainer(tiny_dirs, tmp_path):

@@ -52,7 +52,6 @@ DEFAULTS: dict[str, Any] = {
     "judge_batch_size": None,                 # None = the backend's default
     "judge_dtype": None,                      # None = follow `precision`
     "eval_show": 6,                           # rows shown in each evaluation table (means use all)
-    "repetition_penalty": 0.0,                # > 0: add -weight x repeated-bigram rate to the reward
                                               # (a lexical term beside the judge; common/hacking.py)
     "monitors": ["vader"],                    # independent evaluators logged at each evaluation, never
                                               # optimised: "vader" (lexicon sentiment) or a prompt set
@@ -141,8 +140,6 @@ def parser(exp: Experiment) -> argparse.ArgumentParser:
     a("--eval-every", type=int, help="evaluate on the held-out openers every N steps")
     a("--output-dir", help="where metrics.jsonl, plots and checkpoints go")
     a("--device", help="auto, cpu, cuda or cuda:N")
-    a("--repetition-penalty", type=float, help="weight of a lexical penalty (-weight x the completion's repeated "
-      "word-bigram rate) added to the zyn reward; 0 = off (default)")
     a("--monitors", help="independent evaluators, comma-separated: vader and/or prompt sets scored by the "
       "judge (e.g. vader,sentiment); '' for none")
     return p
@@ -182,6 +179,9 @@ def read_config(path: str) -> dict[str, Any]:
         raise ExperimentError(f"--config {path}: expected a mapping of config keys, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown == ["repetition_penalty"]:  # the experiments' own lexical term, now a prompt set's `penalties`
+        raise ExperimentError(f"--config {path}: repetition_penalty is gone; use a prompt set with a penalty "
+                              "instead, e.g. prompts: sentiment_norepeat (prompts/sentiment_norepeat.yaml)")
     if unknown:
         raise ExperimentError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
                               f"known: {', '.join(DEFAULTS)}")
@@ -202,9 +202,6 @@ def _check_config(cfg: dict[str, Any]) -> None:
                                   f"({cfg['num_generations']})")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):
         raise ExperimentError(f"precision must be auto, bf16 or fp32, got {cfg['precision']!r}")
-    weight = cfg["repetition_penalty"]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
-        raise ExperimentError(f"repetition_penalty must be a number >= 0 (0 = off), got {weight!r}")
     monitors = cfg["monitors"]
     if not isinstance(monitors, list) or not all(isinstance(m, str) and m.strip() for m in monitors):
         raise ExperimentError(f"monitors must be a list of names (vader, or prompt sets such as sentiment), "

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from zyn.textstats import distinct_n, repeated_ngram_rate, words
 
-__all__ = ["STAT_KEYS", "text_stats", "repetition_penalty", "words", "repeated_ngram_rate", "distinct_n",
+__all__ = ["STAT_KEYS", "text_stats", "words", "repeated_ngram_rate", "distinct_n",
            "Monitor", "vader_monitor", "judge_monitor"]
 
 STAT_KEYS = ("text/distinct_1", "text/distinct_2", "text/repeat_2gram", "text/repeat_3gram", "text/words")
@@ -50,18 +50,6 @@ def text_stats(texts: Sequence[str]) -> dict[str, float]:
         "text/repeat_3gram": sum(repeated_ngram_rate(t, 3) for t in texts) / len(texts) if texts else nan,
         "text/words": sum(len(words(t)) for t in texts) / len(texts) if texts else nan,
     }
-
-
-def repetition_penalty(completions: Sequence[Any], **_: Any) -> list[float]:
-    """A TRL reward function: minus the repeated word-bigram rate of each completion (0 for a
-    text that never repeats a word pair, -1 at most). Not a judge: a lexical term that config
-    key ``repetition_penalty`` adds to the zyn reward with that weight.
-
-    >>> repetition_penalty(["Loved it! Loved it!", [{"role": "assistant", "content": "A fine film."}]])
-    [-0.3333333333333333, 0.0]
-    """
-    texts = [c if isinstance(c, str) else " ".join(m.get("content", "") for m in c) for c in completions]
-    return [0.0 - repeated_ngram_rate(t, 2) for t in texts]  # 0.0 - x: no -0.0
 
 
 # ---------------------------------------------------------------------------- monitors

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from .callbacks import Evaluator, ProgressBar
 from .config import T_START, Experiment, ExperimentError, build_config, one_line
 from .data import load_prompts
-from .hacking import Monitor, judge_monitor, repetition_penalty, vader_monitor
+from .hacking import Monitor, judge_monitor, vader_monitor
 from .precision import choose_precision, resolve_device
 from .report import append_jsonl, jsonable, new_console, plot_metrics, print_summary, summarize
 from .trainers import freeze, trl_classes, trlx_config
@@ -193,8 +193,6 @@ class Run:
         )
         if cfg["kl_coef"] is not None:
             kwargs["beta"] = float(cfg["kl_coef"])
-        if cfg["repetition_penalty"]:  # the zyn reward, plus the lexical term with this weight
-            kwargs["reward_weights"] = [1.0, float(cfg["repetition_penalty"])]
         kwargs.update(cfg["trl"])
         unknown = sorted(set(kwargs) - fields)
         if unknown:
@@ -204,7 +202,7 @@ class Run:
         except (ValueError, TypeError) as e:
             raise ExperimentError(f"invalid {Config.__name__}: {one_line(e)}") from None
         self.reward_fn = self.rm.as_trl_reward()
-        reward_funcs = [self.reward_fn] + ([repetition_penalty] if cfg["repetition_penalty"] else [])
+        reward_funcs = [self.reward_fn]
         self.evaluator = Evaluator(self)
         trainer = Trainer(model=self.policy, reward_funcs=reward_funcs, args=args,
                           train_dataset=Dataset.from_dict({"prompt": self.train_prompts}),
