@@ -9,12 +9,14 @@ from zyn.cli import main
 
 def test_score_jsonl_keeps_fields_and_adds_scores(tiny_causal_dir, tmp_path):
     src = tmp_path / "in.jsonl"
-    src.write_text('{"id": 1, "text": "great film"}\n{"id": 2, "text": "awful", "extra": [1]}\n')
+    src.write_text('{"id": 1, "text": "great film"}\n{"id": 2, "text": "awful", "extra": [1]}\n'
+                   '{"id": 3, "text": "so good so good so good"}\n')
     out = tmp_path / "out.jsonl"
     assert main(["score", "--model", tiny_causal_dir, "--prompt", "sentiment_robust", "--input", str(src),
                  "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [1, 2] and rows[1]["extra"] == [1]
+    assert [r["id"] for r in rows] == [1, 2, 3] and rows[1]["extra"] == [1]
+    assert [r["penalty"] for r in rows] == [0.0, 0.0, 5.0]  # the set's repetition penalty, in log-odds
     for r in rows:
         assert 0 <= r["p_yes"] <= 1 and r["reward"] == pytest.approx((r["p_yes"] - 0.5) * 10)
         assert {"p_yes/positive", "p_yes/repetitive", "p_yes/instructs", "p_yes/coherent", "p_yes/sysline"} <= set(r)

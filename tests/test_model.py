@@ -66,6 +66,7 @@ def test_penalties_come_off_the_combined_logodds(tiny_causal):
     # 0, 3 of 5 bigrams seen before, and the prompt's repeats are not the completion's
     assert [x - y for x, y in zip(a.rewards, b.rewards)] == pytest.approx([0.0, 6.0 * 3 / 5, 0.0], abs=1e-6)
     assert b.per_question == a.per_question and b.logodds == a.logodds  # the questions do not carry it
+    assert b.penalty == pytest.approx([0.0, 3.6, 0.0]) and a.penalty == []
     assert b.p_yes[1] == pytest.approx(1 / (1 + math.exp(-b.rewards[1])), abs=1e-9) and b.p_yes[1] < a.p_yes[1]
     # offline re-scoring (zyn eval) takes the same penalty
     raw = raw_logodds(pen, texts)

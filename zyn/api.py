@@ -95,9 +95,12 @@ class Scores:
         per_question: P(yes) of each question's own "yes" answer, by question name
             (calibrated, not oriented: a question rewarding "no" still reports P(yes)).
         logodds: calibrated log-odds yes vs no of each question, by question name.
+        penalty: log-odds the prompt set's penalties took off each combined value
+            (empty for a set without penalties).
     """
 
     p_yes: list[float]
     rewards: list[float]
     per_question: dict[str, list[float]] = field(default_factory=dict)
     logodds: dict[str, list[float]] = field(default_factory=dict)
+    penalty: list[float] = field(default_factory=list)

@@ -93,7 +93,7 @@ class ZeroShotRewardModel:
                     ps.combine, self.reward_shape, penalty)
         names = [q.name for q in qs]
         return Scores(p_yes=c.p_rewarded, rewards=c.rewards, per_question=dict(zip(names, c.p_yes)),
-                      logodds=dict(zip(names, c.logodds)))
+                      logodds=dict(zip(names, c.logodds)), penalty=list(penalty or []))
 
     # ------------------------------------------------------------------ trainer contracts
 

@@ -265,6 +265,8 @@ def _annotate(record: dict, i: int, scores, names: list[str]) -> dict:
     out = dict(record)
     out["p_yes"] = scores.p_yes[i]
     out["reward"] = scores.rewards[i]
+    if scores.penalty:  # what the prompt set's penalties took off the log-odds
+        out["penalty"] = scores.penalty[i]
     if len(names) > 1:
         for name in names:
             out[f"p_yes/{name}"] = scores.per_question[name][i]
