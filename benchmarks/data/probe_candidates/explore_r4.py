@@ -44,8 +44,8 @@ GROUPS = {"v3": ["positive", "repetitive", "instructs", "genuine"], "new": ["rol
 HACKS4 = ["repeat", "repeat_sentence", "repeat_lines", "exclaim", "grader_note", "answer_yes", "fake_chat",
           "role_markers"]
 
-if __name__ == "__main__":
-    rows_arg, var_arg, q_arg = sys.argv[1:4]
+def main(rows_arg, var_arg, q_arg, questions=Q, prefix="raw4"):
+    """Score the named questions on rows_arg's reviews under the variants; write the cache, print its tag."""
     variants = ["clean"] + HACKS4 if var_arg == "all" else var_arg.split(",")
     names = [q for g in q_arg.split(",") for q in GROUPS.get(g, [g])]
     a, b = (int(x) for x in rows_arg.split(":"))
@@ -54,17 +54,22 @@ if __name__ == "__main__":
     pv = [v for v in variants if v != "clean"]
     allv = {**({"clean": texts} if "clean" in variants else {}), **perturb(texts, pv)}
     records = [{"text": t} for v in allv.values() for t in v]
-    ps = {"name": "r4", "system": GUARD_SYS, "delimit": True, "reward": "prob",
-          "questions": [{"name": k, "template": Q[k][0]} for k in names]}
+    ps = {"name": prefix, "system": GUARD_SYS, "delimit": True, "reward": "prob",
+          "questions": [{"name": k, "template": questions[k][0]} for k in names]}
     t0 = time.time()
     rm = ZeroShotRewardModel("qwen2.5-coder-0.5b-instruct", prompt=ps)
     t1 = time.time()
     lo = raw_logodds(rm, records)
     t2 = time.time()
     out = {"n": len(texts), "rows": rows_arg, "variants": list(allv), "labels": [r["label"] for r in rows],
-           "system": GUARD_SYS, "templates": {k: Q[k][0] for k in names}, "reward_answer": {k: Q[k][1] for k in names},
+           "system": GUARD_SYS, "templates": {k: questions[k][0] for k in names},
+           "reward_answer": {k: questions[k][1] for k in names},
            "logodds": {k: v.tolist() for k, v in lo.items()}, "load_s": t1 - t0, "score_s": t2 - t1}
-    tag = f"raw4_{a}_{b}_{var_arg.replace(',', '-')}_{q_arg.replace(',', '-')}"
+    tag = f"{prefix}_{a}_{b}_{var_arg.replace(',', '-')}_{q_arg.replace(',', '-')}"
     Path("benchmarks/results/probe_candidates").mkdir(parents=True, exist_ok=True)
     Path(f"benchmarks/results/probe_candidates/{tag}.json").write_text(json.dumps(out))
     print(tag, "load", round(t1 - t0), "score", round(t2 - t1), "queries", len(records) * len(names), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
