@@ -465,6 +465,7 @@ def test_tiny_gguf_converts_to_identical_model(tmp_path, monkeypatch, tied):
         p.name for p in folder.iterdir()}
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config and config["tie_word_embeddings"] is tied
+    assert config["architectures"] == ["LlamaForCausalLM"]  # what TRL's reference model is rebuilt from
 
     model, tok = load_pretrained(FAKE)
     direct = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="src.gguf", dtype=torch.float32)

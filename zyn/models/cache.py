@@ -33,7 +33,8 @@ try:  # POSIX; elsewhere concurrent prepares are not serialised (the atomic rena
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-CACHE_FORMAT = 1  # bump when the cached folder's layout or contents change; older caches are rebuilt
+CACHE_FORMAT = 2  # bump when the cached folder's layout or contents change; older caches are rebuilt
+# 2: config.json names the model class (`architectures`), which trainers read to rebuild a reference model
 MANIFEST = "zyn-manifest.json"
 VERIFIED = "zyn-verified.json"
 WEIGHTS = "model.safetensors"

@@ -146,6 +146,10 @@ def _save_checkpoint(model: Any, tokenizer: Any, out: Path) -> None:
     # looking for the .gguf file again.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    # A GGUF-loaded config names no class; TRL rebuilds a reference policy (KL term) from this folder
+    # by `architectures`, as transformers' own save_pretrained would have written it.
+    if not getattr(config, "architectures", None):
+        config.architectures = [type(model).__name__]
     tensors, tied = _unique_tensors(model)
     if tied:  # shared storage is saved once; transformers re-ties it from the config on load
         config.tie_word_embeddings = True
