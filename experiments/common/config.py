@@ -52,7 +52,6 @@ DEFAULTS: dict[str, Any] = {
     "judge_batch_size": None,                 # None = the backend's default
     "judge_dtype": None,                      # None = follow `precision`
     "eval_show": 6,                           # rows shown in each evaluation table (means use all)
-                                              # (a lexical term beside the judge; common/hacking.py)
     "monitors": ["vader"],                    # independent evaluators logged at each evaluation, never
                                               # optimised: "vader" (lexicon sentiment) or a prompt set
                                               # scored by the judge (see common/hacking.py)
@@ -179,7 +178,7 @@ def read_config(path: str) -> dict[str, Any]:
         raise ExperimentError(f"--config {path}: expected a mapping of config keys, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - set(DEFAULTS))
-    if unknown == ["repetition_penalty"]:  # the experiments' own lexical term, now a prompt set's `penalties`
+    if "repetition_penalty" in unknown:  # the experiments' own lexical term, now a prompt set's `penalties`
         raise ExperimentError(f"--config {path}: repetition_penalty is gone; use a prompt set with a penalty "
                               "instead, e.g. prompts: sentiment_norepeat (prompts/sentiment_norepeat.yaml)")
     if unknown:
