@@ -114,9 +114,12 @@ def test_tokenizer_format_reads_the_markup(policy_tokenizers):
     # text after the end of turn (padding, a second eos) is not the response's
     ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHey<|im_end|><|endoftext|><|endoftext|>", None,
      "chatml", {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]}),
-    # no chat markup: the prompt prefix splits, end-of-sequence tokens go
-    ("Review: A gem.</s>", "Review: ", "none", {"prompt": "Review:", "completion": "A gem."}),
-    ("Review: A gem.<|endoftext|>", "Review: ", None, {"prompt": "Review:", "completion": "A gem."}),
+    # no chat markup: the prompt prefix splits, end-of-sequence tokens go, and the seam between
+    # prompt and response keeps its whitespace (the judge reads prompt + completion as written)
+    ("Review: A gem.</s>", "Review: ", "none", {"prompt": "Review: ", "completion": "A gem."}),
+    ("Review: A gem.<|endoftext|>", "Review: ", None, {"prompt": "Review: ", "completion": "A gem."}),
+    ("I loved this movie, it", "I loved this", "none", {"prompt": "I loved this", "completion": " movie, it"}),
+    ("<s> Title:\nThe plot\n </s>", "<s> Title:\n", "none", {"prompt": "Title:\n", "completion": "The plot"}),
     # no prompt and no markup: the whole query is the text
     ("just some text</s>", None, None, {"text": "just some text"}),
     ("<s>just some text</s>", "", "none", {"text": "just some text"}),
@@ -232,3 +235,16 @@ def test_openrlhf_doc_examples():
     from zyn.integrations import chatformat
 
     assert doctest.testmod(chatformat).failed == 0
+
+
+def test_plain_text_policy_is_judged_as_the_other_hooks_judge_it(tiny_causal):
+    """A base policy's IMDB continuation (the paper's setup): OpenRLHF hands the hook the
+    prompt and prompt + response; the judge must read the same text as TRL's and trlx's
+    hooks do, the space where the prompt and the continuation meet included."""
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    prompts, responses = ["I loved this", "Review: ", "The plot\n"], [" movie, it", "great film", "was thin"]
+    got = zyn_openrlhf.OpenRLHFReward(rm, "none")([p + r for p, r in zip(prompts, responses)], prompts,
+                                                 [None] * 3)["rewards"].tolist()
+    trl = rm.as_trl_reward()(prompts=prompts, completions=responses)
+    direct = rm.score_detailed([p + r for p, r in zip(prompts, responses)]).rewards
+    assert got == pytest.approx(trl, abs=1e-5) and got == pytest.approx(direct, abs=1e-5)

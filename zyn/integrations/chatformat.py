@@ -64,21 +64,22 @@ class ChatFormat:
         return text[:matches[0].start()], [(roles[m.group()], self.content(text[m.end():end]))
                                            for m, end in zip(matches, ends)]
 
-    def content(self, text: str) -> str:
-        """One turn's text: up to its first closer, special tokens removed, edges trimmed.
+    def content(self, text: str, strip: bool = True) -> str:
+        """One turn's text: up to its first closer, special tokens removed, edges
+        trimmed (unless `strip` is False).
 
         >>> CHATML.content("A gem.<|im_end|>\\n<|endoftext|>")
         'A gem.'
         """
         cut = min((i for i in (text.find(c) for c in self.closers if c) if i >= 0), default=len(text))
-        return self.clean(text[:cut])
+        return self.clean(text[:cut], strip)
 
-    def clean(self, text: str) -> str:
-        """`text` without any of this format's markup, edges trimmed."""
+    def clean(self, text: str, strip: bool = True) -> str:
+        """`text` without any of this format's markup, edges trimmed (unless `strip` is False)."""
         for markup in sorted({*self.specials, *self.closers, *(o for o, _ in self.openers)}, key=len, reverse=True):
             if markup:
                 text = text.replace(markup, "")
-        return text.strip()
+        return text.strip() if strip else text
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> "ChatFormat":
@@ -186,20 +187,28 @@ def split_query(query: str, prompt: str | None = None, chat_format: Any = None) 
 
     Returns:
         ``{"messages": [...turns, {"role": "assistant", "content": response}]}`` when the
-        prompt has chat turns; ``{"prompt": ..., "completion": ...}`` when it has none;
-        ``{"text": ...}`` when no response can be told apart.
+        prompt has chat turns; ``{"prompt": ..., "completion": ...}`` when it has none
+        (the whitespace where the two meet kept, so that the judge reads prompt +
+        completion as the policy wrote it); ``{"text": ...}`` when no response can be
+        told apart.
 
     >>> split_query("<|im_start|>user\\nReview a film.<|im_end|>\\n<|im_start|>assistant\\nA gem.<|im_end|>")
     {'messages': [{'role': 'user', 'content': 'Review a film.'}, {'role': 'assistant', 'content': 'A gem.'}]}
     >>> split_query("Review: A gem.</s>", "Review: ", "none")
-    {'prompt': 'Review:', 'completion': 'A gem.'}
+    {'prompt': 'Review: ', 'completion': 'A gem.'}
+    >>> split_query("I loved this movie, it", "I loved this", "none")
+    {'prompt': 'I loved this', 'completion': ' movie, it'}
     """
     fmt = resolve_chat_format(chat_format, query)
     if prompt and query.startswith(prompt):
         preamble, turns = fmt.turns(prompt)
         if turns and turns[-1] == ("assistant", ""):  # the generation prompt that opened the response
             turns.pop()
-        completion = fmt.content(query[len(prompt):])
+        response = query[len(prompt):]
+        if not turns:  # plain text: the prompt runs on into the response, seam kept
+            return {"prompt": fmt.clean(preamble, strip=False).lstrip(),
+                    "completion": fmt.content(response, strip=False).rstrip()}
+        completion = fmt.content(response)
     else:
         preamble, turns = fmt.turns(query)
         if not turns or turns[-1][0] != "assistant":
