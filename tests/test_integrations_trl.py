@@ -101,3 +101,46 @@ def test_grpo_step_with_the_async_reward(tmp_path, tiny_causal):
     trainer.train()
     logged = [h for h in trainer.state.log_history if "rewards/zyn_sentiment/mean" in h]
     assert len(logged) == 1 and -5.0 <= logged[0]["rewards/zyn_sentiment/mean"] <= 5.0
+
+
+def test_image_datasets_prompts_as_trl_rewrites_them(rm):
+    """With images in the dataset, GRPOTrainer rewrites every prompt into content blocks
+    (trl.data_utils.prepare_multimodal_messages) and hands those to the rewards: the
+    judge reads the text blocks, as it would the same chat in plain strings."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    chat = [{"role": "user", "content": "Describe the poster."}]
+    blocks = prepare_multimodal_messages([dict(m) for m in chat], images=["poster.png"])
+    assert isinstance(blocks[0]["content"], list)  # what TRL passes: image and text blocks
+    completions = [[{"role": "assistant", "content": "A great film."}], [{"role": "assistant", "content": "Dull."}]]
+    f = rm.as_trl_reward()
+    got = f(prompts=[blocks] * 2, completions=completions, completion_ids=[[1], [1]], images=[["poster.png"]] * 2)
+    assert got == pytest.approx(f(prompts=[chat] * 2, completions=completions), abs=1e-6)
+
+
+def test_a_completion_cut_after_a_tool_result_is_judged_on_the_assistant_turn(rm):
+    """TRL leaves a tool's result last when the text after the tool call was cut off; the
+    judged answer is still the policy's own last turn, not the tool's output."""
+    from zyn.prompts import make_context
+
+    prompt = [{"role": "user", "content": "What is 6*7?"}]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"type": "function",
+                                                                  "function": {"name": "mul", "arguments": {}}}]}
+    ctx = make_context({"messages": prompt + [call, {"role": "tool", "name": "mul", "content": "42 42 42"}]})
+    assert ctx["completion"] == "" and ctx["prompt"] == "What is 6*7?"
+    ctx = make_context({"messages": prompt + [{"role": "assistant", "content": "It is 42."},
+                                              {"role": "tool", "content": "ok"}]})
+    assert ctx["completion"] == "It is 42."
+
+
+@pytest.mark.parametrize("content, error", [
+    (5, "messages\\[0\\].content must be a string, null, or a list of content blocks.*got int"),
+    ([{"type": "text", "text": 3}], "got a text block whose 'text' is not a string"),
+    ([None], "got a list with an item of type NoneType"),
+])
+def test_unreadable_turn_contents_are_named(rm, content, error):
+    from zyn.errors import InputError
+
+    with pytest.raises(InputError, match=error):
+        rm.as_trl_reward()(prompts=[[{"role": "user", "content": content}]],
+                           completions=[[{"role": "assistant", "content": "x"}]])

@@ -398,17 +398,64 @@ def _as_messages(prompt: str, completion: str) -> list[dict]:
 
 
 def _from_messages(messages: Any, index: int) -> dict[str, Any]:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, Mapping) and isinstance(m.get("content"), str) for m in messages)
-    if not ok:
+    """Template variables of a chat: the turns with their text as strings (`_turn_text`);
+    the completion is the last assistant turn (turns after it, such as a tool's result
+    that ended a truncated completion, are not the policy's words), the prompt the
+    non-system turns before it."""
+    if not (isinstance(messages, list) and messages and all(isinstance(m, Mapping) for m in messages)):
         raise InputError(f"item {index}: 'messages' must be a non-empty list of "
                          "{'role': ..., 'content': str} dicts")
-    last = messages[-1]
-    before = [m["content"] for m in messages[:-1] if m.get("role") != "system"]
-    prompt = "\n\n".join(before)
-    completion = last["content"]
-    return {"prompt": prompt, "completion": completion,
+    turns = []
+    for j, m in enumerate(messages):
+        text = _turn_text(m.get("content"))
+        if text is None:
+            raise InputError(f"item {index}: messages[{j}].content must be a string, null, or a list of content "
+                             f"blocks such as {{'type': 'text', 'text': ...}}; got {_describe_content(m.get('content'))}")
+        turns.append({**m, "content": text})
+    answer = max((j for j, t in enumerate(turns) if t.get("role") == "assistant"), default=len(turns) - 1)
+    prompt = "\n\n".join(t["content"] for t in turns[:answer] if t.get("role") != "system")
+    completion = turns[answer]["content"]
+    return {"messages": turns, "prompt": prompt, "completion": completion,
             "text": f"{prompt}\n\n{completion}" if prompt else completion}
+
+
+_TEXT_BLOCKS = ("text", "input_text", "output_text")  # TRL / transformers, and OpenAI's Responses API
+
+
+def _turn_text(content: Any) -> str | None:
+    """A chat turn's text, or None if it has none that can be read.
+
+    A string is itself; no content (an assistant turn that only calls tools) is "";
+    a list of content blocks (multimodal chats, as TRL passes them when a dataset has
+    images) is its text blocks joined by newlines, the other blocks (images, audio)
+    left out: the judge reads text.
+
+    >>> _turn_text([{"type": "image"}, {"type": "text", "text": "Describe the poster."}])
+    'Describe the poster.'
+    """
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, (list, tuple)):
+        return None
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping):
+            if block.get("type", "text") in _TEXT_BLOCKS:
+                if not isinstance(block.get("text"), str):
+                    return None
+                parts.append(block["text"])
+        else:
+            return None
+    return "\n".join(parts)
+
+
+def _describe_content(content: Any) -> str:
+    if isinstance(content, (list, tuple)):
+        bad = [type(b).__name__ for b in content if not isinstance(b, (str, Mapping))]
+        return f"a list with an item of type {bad[0]}" if bad else "a text block whose 'text' is not a string"
+    return type(content).__name__
 
 
 def _render_query(ps: PromptSet, q: Question, ctx: dict[str, Any], index: int) -> Query:
