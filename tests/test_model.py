@@ -139,6 +139,23 @@ def test_bad_inputs_are_clear_errors(rm, bad, match):
         rm.score(bad)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda rm: rm(prompts="abc", outputs="xyz"), "prompts: expected a list of strings, got str"),
+    (lambda rm: rm(samples="abc"), "inputs: expected a list"),
+    (lambda rm: rm(samples=["a", "b", "c"], prompts=["a", "b"], outputs=["x", "y"]),
+     "each of samples, prompts; got 3 samples, 2 prompts"),
+    (lambda rm: rm(prompts=["a"], outputs=["x", "y"]), "each of prompts, outputs; got 1 prompts, 2 outputs"),
+    (lambda rm: rm.as_trl_reward()(prompts="ab", completions="xy"), "prompts: expected a list of prompts, got str"),
+    (lambda rm: rm.as_trl_reward()(prompts=["a"], completions=["x", "y"]),
+     "each of prompts, completions; got 1 prompts, 2 completions"),
+    (lambda rm: rm.as_trl_reward()(prompts=["a"], completions={"text": "x"}), "completions: expected a list"),
+])
+def test_trainer_entry_points_refuse_a_bare_string_or_uneven_batches(rm, call, match):
+    """A bare string would be scored one character at a time; uneven batches would be cut."""
+    with pytest.raises(InputError, match=match):
+        call(rm)
+
+
 def test_empty_string_and_empty_list(rm):
     assert rm.score([]) == []
     (p,) = rm.score([""])

@@ -8,6 +8,7 @@ as a sequence classifier.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any, Sequence
 
 from .api import Backend, LogOdds, Scores
@@ -193,11 +194,24 @@ def _check_shape(shape: str) -> str:
     return shape
 
 
+def as_batch(name: str, value: Any, what: str = "texts or records") -> list[Any]:
+    """`value` as a list, refusing what would be read item by item by mistake: a bare
+    string (one text per character), a record, None."""
+    if value is None or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InputError(f"{name}: expected a list of {what}, got {type(value).__name__}; "
+                         "wrap a single one in a list")
+    return list(value)
+
+
+def same_length(**batches: list[Any]) -> None:
+    """Refuse batches of different lengths, naming them."""
+    if len({len(b) for b in batches.values()}) > 1:
+        raise InputError("one entry per sample is needed in each of " + ", ".join(batches) + "; got "
+                         + ", ".join(f"{len(b)} {name}" for name, b in batches.items()))
+
+
 def _check_inputs(inputs: Any) -> list[Any]:
-    if inputs is None or isinstance(inputs, (str, bytes, dict)):
-        raise InputError(f"inputs: expected a list of texts or records, got {type(inputs).__name__}; "
-                         "wrap a single text in a list")
-    items = list(inputs)
+    items = as_batch("inputs", inputs)
     for i, item in enumerate(items):
         if item is None:
             raise InputError(f"item {i} is None; pass a string (it may be empty) or a record")
@@ -208,11 +222,13 @@ def _check_inputs(inputs: Any) -> list[Any]:
 
 def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:
     if prompts is not None and outputs is not None:
-        if len(prompts) != len(outputs):
-            raise InputError(f"prompts ({len(prompts)}) and outputs ({len(outputs)}) differ in length")
+        prompts, outputs = as_batch("prompts", prompts, "strings"), as_batch("outputs", outputs, "strings")
+        same_length(prompts=prompts, outputs=outputs)
         records = [{"prompt": p, "completion": o} for p, o in zip(prompts, outputs)]
         if samples is not None:
-            for r, s in zip(records, samples, strict=True):
+            samples = as_batch("samples", samples, "strings")
+            same_length(samples=samples, prompts=prompts)
+            for r, s in zip(records, samples):
                 r["text"] = s
     elif samples is not None:
         records = [{"text": s} for s in _check_inputs(samples)]

@@ -21,7 +21,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from ..api import Scores
-from ..model import ZeroShotRewardModel, add_columns
+from ..model import ZeroShotRewardModel, add_columns, as_batch, same_length
 
 
 class TRLReward:
@@ -46,7 +46,10 @@ class TRLReward:
 
     def records(self, prompts: Sequence[Any], completions: Sequence[Any], columns: dict) -> list[dict]:
         """One zyn record per completion, with the dataset columns as template fields."""
-        records = [trl_record(p, c) for p, c in zip(prompts, completions, strict=True)]
+        prompts, completions = as_batch("prompts", prompts, "prompts"), as_batch("completions", completions,
+                                                                              "completions")
+        same_length(prompts=prompts, completions=completions)
+        records = [trl_record(p, c) for p, c in zip(prompts, completions)]
         add_columns(records, columns)
         return records
 
