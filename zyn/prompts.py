@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 import secrets
@@ -295,19 +296,29 @@ def _validate_penalty(pen: Penalty, where: str) -> None:
                           f"got {pen.n!r}")
 
 
+MAX_WEIGHT = 1e6  # a question's weight in the ensemble; larger ones overflow the weighted log-odds
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool (YAML's true would pass as 1) and not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def _validate_question(ps: PromptSet, q: Question, where: str) -> None:
     if not isinstance(q.name, str) or not q.name:
         raise PromptError(f"{where}.name: a non-empty string is required")
     _check_choice(where, "reward_answer", q.reward_answer, ("yes", "no"))
-    if not isinstance(q.weight, (int, float)) or not q.weight > 0:
-        raise PromptError(f"{where}.weight: must be a positive number, got {q.weight!r}")
+    if not _is_number(q.weight) or not 0 < q.weight <= MAX_WEIGHT:
+        raise PromptError(f"{where}.weight: must be a positive number up to {MAX_WEIGHT:g} (weights are relative "
+                          f"to each other), got {q.weight!r}")
     if ps.combine == "min" and q.weight != 1:
         raise PromptError(f"{where}.weight: combine: min takes the least satisfied question and reads no "
                           "weights; remove it (a calibration shift sets where a question bites under min) "
                           "or use combine: mean_logodds")
     scale, shift = q.calibration
-    if not (isinstance(scale, (int, float)) and isinstance(shift, (int, float)) and scale > 0):
-        raise PromptError(f"{where}.calibration: needs a positive scale and a numeric shift")
+    if not (_is_number(scale) and _is_number(shift) and 0 < scale < math.inf and math.isfinite(shift)):
+        raise PromptError(f"{where}.calibration: needs a finite positive scale and a finite shift, got "
+                          f"scale {scale!r}, shift {shift!r}")
     if not isinstance(q.template, str) or not q.template.strip():
         raise PromptError(f"{where}.template: a non-empty template string is required")
     try:
