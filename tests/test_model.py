@@ -170,3 +170,41 @@ def test_unknown_reward_shape(tiny_causal):
 def test_loaded_model_needs_tokenizer(tiny_causal):
     with pytest.raises(ZynError, match="needs its tokenizer"):
         ZeroShotRewardModel(tiny_causal[0])
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"batchsize": 8}, "'batchsize' is not an option of ZeroShotRewardModel with a transformers judge; "
+                       "did you mean 'batch_size'"),
+    ({"promt": "sentiment"}, "did you mean 'prompt'"),
+    ({"batch_size": "8"}, "batch_size: expected a positive whole number, got '8'"),
+    ({"token_budget": -5}, "token_budget: expected a positive whole number, got -5"),
+    ({"max_length": 1.5}, "max_length: expected a positive whole number"),
+    ({"batch_size": True}, "batch_size: expected a positive whole number, got True"),
+])
+def test_options_are_checked_when_the_model_is_built(tiny_causal, options, match):
+    with pytest.raises(ZynError, match=match):
+        ZeroShotRewardModel(*tiny_causal, **options)
+
+
+def test_a_remote_judges_options_are_checked_before_connecting():
+    with pytest.raises(ZynError, match="'top_kk' is not an option .* remote judge; did you mean 'top_k'"):
+        ZeroShotRewardModel("openai+http://127.0.0.1:9/v1", top_kk=3)
+
+
+def test_a_prompt_set_in_the_tokenizer_slot_is_named(tiny_causal):
+    with pytest.raises(ZynError, match="tokenizer: expected the loaded model's tokenizer, got str 'sentiment' "
+                                       r"\(a prompt set goes in prompt="):
+        ZeroShotRewardModel(tiny_causal[0], "sentiment")
+
+
+def test_a_max_length_that_leaves_no_room_for_the_text_is_an_error(tiny_causal):
+    """Cut to nothing, every text would get the template's score: an error, not a warning."""
+    rm = ZeroShotRewardModel(*tiny_causal, max_length=10)
+    with pytest.raises(ZynError, match=r"takes \d+ tokens, and the model reads at most 10 \(max_length"):
+        rm.score(["good", "bad film, awful"])
+    full = ZeroShotRewardModel(*tiny_causal)
+    bare = len(full.backend.encode(full.prompt_set.render("")[0]))
+    roomy = ZeroShotRewardModel(*tiny_causal, max_length=bare + 30)
+    with pytest.warns(UserWarning, match="were cut inside their text"):
+        a, b = roomy.score(["good " * 40, "awful " * 40])
+    assert a != b  # some of each text is left to judge

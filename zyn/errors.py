@@ -17,6 +17,12 @@ class InputError(ZynError):
     """A text or record passed for scoring is malformed."""
 
 
+class MissingFieldError(InputError):
+    """A record lacks a field that the prompt set's templates use: the data and the
+    prompt set do not match. Trainer hooks raise it rather than give the item a failure
+    reward, since it would fail every item alike."""
+
+
 class ModelError(ZynError):
     """A model name cannot be resolved, prepared or loaded."""
 

@@ -155,6 +155,8 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     if isinstance(model, str) and resolve(model).kind == "remote":
         from .backends.remote import OpenAIBackend
 
+        check_options(options, OpenAIBackend.__init__, "a remote judge", exclude={"base_url", "transport", "tokenizer", "model"},
+                      extra={"cooldown"} if "," in model else ())
         if batch_size is not None:
             options.setdefault("completion_batch", batch_size)
         if "," in model:  # several servers: load-balanced, a dead one skipped
@@ -162,6 +164,10 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
 
             return PoolBackend.from_url(model, tokenizer=tokenizer, **options)
         return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
+    check_options(options, HFBackend.__init__, "a transformers judge", exclude={"model", "tokenizer", "batch_size"})
+    if tokenizer is not None and (isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None))):
+        raise ZynError(f"tokenizer: expected the loaded model's tokenizer, got {type(tokenizer).__name__} "
+                       f"{tokenizer!r:.40}" + (" (a prompt set goes in prompt=...)" if isinstance(tokenizer, str) else ""))
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype
 
@@ -181,6 +187,23 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         dev = resolve_device(device)
         model = model.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
     return HFBackend(model, tokenizer, batch_size=batch_size, **options)
+
+
+def check_options(options: dict, init: Any, what: str, exclude: Iterable[str] = (), extra: Iterable[str] = ()) -> None:
+    """Refuse keyword options that `init` (a backend's constructor) does not take, naming
+    each and the nearest known one, before anything is loaded."""
+    import difflib
+    import inspect
+
+    known = {name for name, p in inspect.signature(init).parameters.items()
+             if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - set(exclude)
+    known |= {"batch_size", "device", "dtype", *extra}
+    for name in options:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known | {"model", "tokenizer", "prompt", "reward"}), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ZynError(f"{name!r} is not an option of ZeroShotRewardModel with {what}; {hint}"
+                           f"the options are {', '.join(sorted(known))}")
 
 
 def _describe(model: Any) -> str:

@@ -37,7 +37,7 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .api import Query
-from .errors import InputError, PromptError
+from .errors import InputError, MissingFieldError, PromptError
 from .scoring import COMBINES, SHAPES
 from .textstats import repeated_ngram_rate
 
@@ -377,7 +377,7 @@ def make_context(item: Any, index: int = 0, fields: Iterable[str] = ()) -> dict[
     ctx.setdefault("messages", _as_messages(ctx["prompt"], ctx["completion"]))
     missing = [f for f in fields if f not in ctx]
     if missing:
-        raise InputError(f"item {index}: missing field(s) {missing} that the prompt set's templates use")
+        raise MissingFieldError(f"item {index}: missing field(s) {missing} that the prompt set's templates use")
     return ctx
 
 

@@ -57,6 +57,7 @@ import weakref
 from typing import Callable, Sequence
 
 from ..api import Query
+from ..errors import ZynError
 
 Span = tuple[int, int]
 MARK = " … "  # put where a text was cut
@@ -98,7 +99,14 @@ def fit(query: Query, tokenize: Callable[[Query, str | None], list[int]],
         longest = max(cuttable, key=lambda i: len(segments[i][0]))
         segments[longest] = (shorten(segments[longest][0], (over + 2) << attempt), True)
         ids = tokenize(query, "".join(piece for piece, _ in segments))
-    return (ids, True) if len(ids) <= limit else (ids[-limit:], True)
+    if len(ids) <= limit:
+        return ids, True
+    bare = len(tokenize(query, "".join(piece for piece, cut in segments if not cut)))
+    if bare >= limit:  # no text would be left to judge: every input would get the same score
+        raise ZynError(f"the prompt around the text (chat template, system message, question) takes {bare} "
+                       f"tokens, and the model reads at most {limit} (max_length, or the model's context): "
+                       "raise max_length, or shorten the template or the system message")
+    return ids[-limit:], True
 # A private-use character no template renders, standing in for the user message.
 _SENTINEL = "\ue000zyn-user\ue001"
 _PLAIN: "weakref.WeakKeyDictionary[object, object]" = weakref.WeakKeyDictionary()

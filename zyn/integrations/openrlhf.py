@@ -30,9 +30,9 @@ import os
 import threading
 from typing import Any, Sequence
 
-from zyn.errors import InputError, PromptError
+from zyn.errors import InputError
 from zyn.integrations.chatformat import ChatFormat, resolve_chat_format, split_query
-from zyn.integrations.shared import failure_reward, shared_reward_model
+from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
 from zyn.model import ZeroShotRewardModel
 
 __all__ = ["OpenRLHFReward", "reward_func", "openrlhf_records", "split_query"]
@@ -91,21 +91,6 @@ def openrlhf_records(queries: Sequence[str], prompts: Sequence[str] | None, labe
         for record, label in zip(records, labels):
             record["label"] = label
     return records
-
-
-def score_each(rm: ZeroShotRewardModel, items: list[dict]) -> list[tuple[float, float, dict] | None]:
-    """(reward, p_yes, per question) per item; an item that cannot be scored is None.
-
-    The items are scored together; if that fails on content, each is scored alone so
-    one bad item does not cost the others their rewards.
-    """
-    try:
-        s = rm.score_detailed(items)
-        return [(s.rewards[i], s.p_yes[i], {n: v[i] for n, v in s.per_question.items()}) for i in range(len(items))]
-    except (InputError, PromptError):
-        if len(items) == 1:
-            return [None]
-        return [row for item in items for row in score_each(rm, [item])]
 
 
 def env_chat_format() -> ChatFormat | str | None:

@@ -15,11 +15,12 @@ prompt sets over the same model share its weights (`ZeroShotRewardModel.with_pro
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any
 
-from ..errors import ZynError
+from ..errors import InputError, MissingFieldError, PromptError, ZynError
 from ..model import ZeroShotRewardModel
 
 _lock = threading.Lock()
@@ -37,7 +38,7 @@ def settings(model: str | None = None, prompt: str | None = None, reward: str | 
     env = {"device": "ZYN_DEVICE", "dtype": "ZYN_DTYPE", "batch_size": "ZYN_BATCH_SIZE"}
     for key, var in env.items():
         if options.get(key) is None and os.environ.get(var):
-            options[key] = int(os.environ[var]) if key == "batch_size" else os.environ[var]
+            options[key] = _env_int(var) if key == "batch_size" else os.environ[var]
     return dict(model=model, prompt=prompt or os.environ.get("ZYN_PROMPT") or "sentiment",
                 reward=reward or os.environ.get("ZYN_REWARD") or None,
                 **{k: v for k, v in options.items() if v is not None})
@@ -59,6 +60,7 @@ def shared_reward_model(model: str | None = None, prompt: str | None = None, rew
         if key not in _rewards:
             base = _models.get(model_key)
             if base is None:
+                failure_reward()  # a bad $ZYN_FAILURE_REWARD is an error now, not when an item first fails
                 base = _models[model_key] = ZeroShotRewardModel(model_key[0], **s)
                 _rewards[key] = base
             else:
@@ -68,7 +70,41 @@ def shared_reward_model(model: str | None = None, prompt: str | None = None, rew
 
 def failure_reward() -> float:
     """$ZYN_FAILURE_REWARD (default 0.0): the number a hook returns for an unscorable item."""
-    return float(os.environ.get("ZYN_FAILURE_REWARD") or 0.0)
+    raw = os.environ.get("ZYN_FAILURE_REWARD") or "0.0"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ZynError(f"ZYN_FAILURE_REWARD={raw!r}: expected a finite number, such as 0 or -1 (a NaN or infinite "
+                       "reward would poison the batch's advantages)")
+    return value
+
+
+def _env_int(var: str) -> int:
+    raw = os.environ[var]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ZynError(f"{var}={raw!r}: expected a whole number") from None
+
+
+def score_each(rm: ZeroShotRewardModel, items: list[dict]) -> list[tuple[float, float, dict] | None]:
+    """(reward, p_yes, per question) per item; an item that cannot be scored is None.
+
+    The items are scored together; if that fails on content, each is scored alone so
+    one bad item does not cost the others their rewards. A field the prompt set needs
+    and the data lacks (`MissingFieldError`) is raised: it would fail every item alike.
+    """
+    try:
+        s = rm.score_detailed(items)
+        return [(s.rewards[i], s.p_yes[i], {n: v[i] for n, v in s.per_question.items()}) for i in range(len(items))]
+    except MissingFieldError:
+        raise
+    except (InputError, PromptError):
+        if len(items) == 1:
+            return [None]
+        return [row for item in items for row in score_each(rm, [item])]
 
 
 def clear() -> None:

@@ -18,7 +18,10 @@ Configure with ZYN_* variables (`zyn.integrations.shared`) or reward kwargs, the
     # or the file itself (older verl): path=$(python -c "import zyn.integrations.verl as m; print(m.__file__)")
     # async: name=compute_score_async;  +custom_reward_function.reward_kwargs.prompt=answer_grader
 
-Each call returns ``{"score": reward, "p_yes": P(rewarded answer), "failed": 0.0 or 1.0}``;
+With ``reward_model.reward_manager=batch`` verl calls it once per batch instead
+(``data_sources=, solution_strs=, ground_truths=, extra_infos=``), and it returns a list.
+
+Each item's result is ``{"score": reward, "p_yes": P(rewarded answer), "failed": 0.0 or 1.0}``;
 verl takes "score" as the reward and logs the other keys. An item that cannot be
 scored gets $ZYN_FAILURE_REWARD (never NaN, which would poison the batch's advantages).
 
@@ -27,24 +30,39 @@ This file uses absolute imports only, so verl can load it by path as well as by 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import math
 from typing import Any
 
-from zyn.errors import InputError, PromptError
-from zyn.integrations.shared import failure_reward, shared_reward_model
+from zyn.errors import MissingFieldError, ZynError
+from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
 from zyn.model import ZeroShotRewardModel
 
 # reward_kwargs that choose the reward model rather than describe the item
 MODEL_KWARGS = ("model", "prompt", "reward")
+# keywords verl's reward loop adds for its own reward-model servers (unused here)
+VERL_KWARGS = ("reward_router_address", "reward_model_tokenizer")
+# the batch reward manager's keywords (verl/workers/reward_manager/batch.py), in verl_record's order
+BATCH_KWARGS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")
+# record keys verl_record sets itself, which extra_info cannot replace
+_RESERVED = {"prompt", "question", "completion", "reference", "data_source", "messages", "text"}
 
 
 class VerlReward:
     """A verl ``compute_score`` over one reward model (picklable; safe from many threads).
 
+    Called per response (the naive, dapo and reward-loop managers) it returns one dict;
+    called with the ``batch`` manager's plural keywords (``data_sources=, solution_strs=,
+    ground_truths=, extra_infos=``) it scores them together and returns a list of dicts.
+
     Args:
         rm: the reward model; None = the process's shared one (ZYN_* variables, or the
             ``model``/``prompt``/``reward`` reward kwargs of each call).
         failure: the score of an item that cannot be scored (default $ZYN_FAILURE_REWARD).
+
+    A keyword that is neither verl's nor one of ``model``, ``prompt``, ``reward`` (a typo
+    in ``custom_reward_function.reward_kwargs``) is an error, as is a template field that
+    the data lacks (every item would fail alike): neither becomes a failure score.
 
     >>> compute_score = VerlReward(ZeroShotRewardModel(judge, tok, prompt="answer_grader"))  # doctest: +SKIP
     >>> compute_score(data_source="gsm8k", solution_str="42", ground_truth="42",
@@ -57,19 +75,44 @@ class VerlReward:
         self.failure = failure
 
     def __call__(self, data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
-                 extra_info: dict | None = None, **kwargs: Any) -> dict[str, float]:
+                 extra_info: dict | None = None, **kwargs: Any) -> "dict[str, float] | list[dict[str, float]]":
+        batch = {k: kwargs.pop(k) for k in BATCH_KWARGS if k in kwargs}
+        unknown = sorted(set(kwargs) - set(MODEL_KWARGS) - set(VERL_KWARGS))
+        if unknown:
+            near = {k: difflib.get_close_matches(k, MODEL_KWARGS, n=1) for k in unknown}
+            hints = "; ".join(f"did you mean {near[k][0]!r} for {k!r}?" for k in unknown if near[k])
+            raise ZynError(f"compute_score: unknown keyword(s) {unknown} (custom_reward_function.reward_kwargs?); "
+                           f"zyn reads {', '.join(MODEL_KWARGS)}" + (f"; {hints}" if hints else ""))
         rm = self.rm or shared_reward_model(**{k: kwargs[k] for k in MODEL_KWARGS if k in kwargs})
-        record = verl_record(data_source, solution_str, ground_truth, extra_info)
-        try:
-            scores = rm.score_detailed([record])
-        except (InputError, PromptError):  # this item alone is unscorable (bad content, a missing field)
-            return self.failed()
-        reward, p = scores.rewards[0], scores.p_yes[0]
-        if not math.isfinite(reward):
-            return self.failed()
-        return {"score": reward, "p_yes": p, "failed": 0.0}
+        if batch:
+            if "solution_strs" not in batch:
+                raise ZynError(f"compute_score: the batch form needs solution_strs=, got {sorted(batch)}")
+            n = len(batch["solution_strs"])
+            columns = [list(batch.get(k, [None] * n)) for k in BATCH_KWARGS]
+            lengths = {k: len(c) for k, c in zip(BATCH_KWARGS, columns)}
+            if len(set(lengths.values())) > 1:
+                raise ZynError(f"compute_score: the batch keywords differ in length: {lengths}")
+            records = [verl_record(ds, sol, gt, ei) for ds, sol, gt, ei in zip(*columns)]
+            return [self.result(row) for row in self.score(rm, records)]
+        (row,) = self.score(rm, [verl_record(data_source, solution_str, ground_truth, extra_info)])
+        return self.result(row)
 
-    async def score_async(self, **kwargs: Any) -> dict[str, float]:
+    @staticmethod
+    def score(rm: ZeroShotRewardModel, records: list[dict]) -> list:
+        try:
+            return score_each(rm, records)
+        except MissingFieldError as e:
+            raise MissingFieldError(f"{e}; verl hands the judge extra_info's keys as fields (and ground_truth as "
+                                    "'reference', data_source as 'data_source'): add it to the dataset's extra_info, "
+                                    "or use a prompt set without it") from None
+
+    def result(self, row: Any) -> dict[str, float]:
+        """verl's dict for one scored item (`score_each`'s row, None if unscorable)."""
+        if row is None or not math.isfinite(row[0]):
+            return self.failed()
+        return {"score": row[0], "p_yes": row[1], "failed": 0.0}
+
+    async def score_async(self, **kwargs: Any) -> "dict[str, float] | list[dict[str, float]]":
         """The same, awaited: scores in a worker thread so the event loop stays free."""
         return await asyncio.to_thread(self, **kwargs)
 
@@ -81,10 +124,11 @@ class VerlReward:
 def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict | None) -> dict:
     """The zyn record for one verl item: the response as the completion, the prompt from
     ``extra_info`` when it is there (text or chat messages), the ground truth as the
-    ``reference`` field (as the answer_grader prompt set reads it).
+    ``reference`` field (as the answer_grader prompt set reads it), and extra_info's other
+    keys as template fields.
 
     >>> verl_record("gsm8k", "42", "42", {"question": "6 * 7?", "index": 3})
-    {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k'}
+    {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k', 'index': 3}
     >>> verl_record("chat", "Hi!", None, {"prompt": [{"role": "user", "content": "Hello"}]})["messages"]
     [{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi!'}]
     """
@@ -98,6 +142,7 @@ def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_in
         record = {"prompt": "" if prompt is None else str(prompt), "completion": completion}
     record["reference"] = "" if ground_truth is None else str(ground_truth)
     record["data_source"] = "" if data_source is None else str(data_source)
+    record.update({k: v for k, v in extra.items() if isinstance(k, str) and k not in _RESERVED})
     return record
 
 

@@ -91,6 +91,9 @@ class HFBackend:
                  max_length: int | None = None, layout: str | None = None, share_prefix: bool = True,
                  pack: bool | None = None, trim_last_layer: bool | None = None, answer_rows: bool | None = None,
                  fast_kernels: bool | str = False):
+        for name, value in (("batch_size", batch_size), ("token_budget", token_budget), ("max_length", max_length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ZynError(f"{name}: expected a positive whole number, got {value!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.runner = Runner(self.model, _pad_id(tokenizer))
