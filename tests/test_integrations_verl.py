@@ -22,7 +22,8 @@ import types
 
 import pytest
 
-from zyn import ZeroShotRewardModel
+from zyn import ZeroShotRewardModel, ZynError
+from zyn.errors import MissingFieldError
 from zyn.integrations import shared, verl as zyn_verl
 
 ITEMS = [  # (data_source, solution_str, ground_truth, extra_info)
@@ -177,3 +178,51 @@ def test_verl_record_doc_examples():
     import doctest
 
     assert doctest.testmod(zyn_verl).failed == 0
+
+
+def test_the_batch_reward_managers_call_gets_a_list(get_custom_reward_fn, zyn_env):
+    """verl/workers/reward_manager/batch.py: ``self.compute_score(data_sources=,
+    solution_strs=, ground_truths=, extra_infos=, **self.reward_kwargs)``, then
+    ``scores[i]`` (a dict: its "score" is the reward)."""
+    fn = get_custom_reward_fn(_config("pkg://zyn.integrations.verl", "compute_score"))
+    sources, solutions, truths, extras = (list(column) for column in zip(*ITEMS))
+    scores = fn(data_sources=sources, solution_strs=solutions, ground_truths=truths,
+                extra_infos=[dict(e, rollout_reward_scores={}) for e in extras])
+    assert isinstance(scores, list) and len(scores) == len(ITEMS)
+    singles = [zyn_verl.compute_score(*item) for item in ITEMS]
+    for i, score in enumerate(scores):
+        assert score["score"] == pytest.approx(singles[i]["score"], abs=1e-5) and score["failed"] == 0.0
+    with pytest.raises(ZynError, match="differ in length"):
+        fn(data_sources=sources[:2], solution_strs=solutions, ground_truths=truths, extra_infos=extras)
+
+
+def test_a_mistyped_reward_kwarg_is_named(get_custom_reward_fn, zyn_env):
+    # verl binds custom_reward_function.reward_kwargs to every call (reward.py's partial)
+    fn = get_custom_reward_fn(_config("pkg://zyn.integrations.verl", "compute_score", promt="sentiment"))
+    with pytest.raises(ZynError, match=r"unknown keyword\(s\) \['promt'\].*did you mean 'prompt' for 'promt'"):
+        fn(data_source="x", solution_str="42", ground_truth="42", extra_info={})
+
+
+def test_extra_info_reaches_the_template_and_a_missing_field_fails_loudly(tiny_causal, tmp_path):
+    path = tmp_path / "rubric.yaml"
+    path.write_text("name: rubric\nfields: [rubric]\nquestions:\n"
+                    "  - {name: q, template: \"Rubric: {{ rubric }}\\nAnswer: {{ completion }}\\nDoes it follow?\"}\n")
+    hook = zyn_verl.VerlReward(ZeroShotRewardModel(*tiny_causal, prompt=str(path)))
+    a = hook(data_source="x", solution_str="42", ground_truth="42", extra_info={"rubric": "be right"})
+    b = hook(data_source="x", solution_str="42", ground_truth="42", extra_info={"rubric": "be very wrong"})
+    assert a["failed"] == b["failed"] == 0.0 and a["score"] != b["score"]  # the rubric was read
+    with pytest.raises(MissingFieldError, match=r"missing field\(s\) \['rubric'\].*add it to the dataset's extra_info"):
+        hook(data_source="x", solution_str="42", ground_truth="42", extra_info={})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "zero"])
+def test_a_bad_failure_reward_is_refused_when_the_judge_loads(zyn_env, monkeypatch, value):
+    monkeypatch.setenv("ZYN_FAILURE_REWARD", value)
+    with pytest.raises(ZynError, match=f"ZYN_FAILURE_REWARD='{value}': expected a finite number"):
+        zyn_verl.compute_score(*ITEMS[0])
+
+
+def test_a_bad_batch_size_variable_is_named(zyn_env, monkeypatch):
+    monkeypatch.setenv("ZYN_BATCH_SIZE", "abc")
+    with pytest.raises(ZynError, match="ZYN_BATCH_SIZE='abc': expected a whole number"):
+        zyn_verl.compute_score(*ITEMS[0])
