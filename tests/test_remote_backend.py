@@ -305,6 +305,10 @@ def test_from_url_parsing():
     assert (be.base_url, be.model, be.top_k, be.mode) == ("http://127.0.0.1:9/v1", "m", 5, "logprobs")
     assert be.root_url == "http://127.0.0.1:9"
     assert OpenAIBackend.from_url("vllm+http://h:1/v1").mode == "vllm"
+    # no path, as the trainers' docs write a vLLM server: its OpenAI routes are under /v1
+    assert OpenAIBackend.from_url("vllm+http://h:1").base_url == OpenAIBackend.from_url("vllm+http://h:1/").base_url \
+        == "http://h:1/v1"
+    assert OpenAIBackend.from_url("openai+http://h:1/api/v1/").base_url == "http://h:1/api/v1"
     with pytest.raises(ValueError):
         OpenAIBackend.from_url("http://h:1/v1")
     with pytest.raises(ValueError):
@@ -346,7 +350,7 @@ def test_chat_prompt_set_scores_exactly_through_vllm(vllm, tiny_causal, local_to
     app, url = vllm
     model, tok = tiny_causal
     local = ZeroShotRewardModel(model, tok, prompt="sentiment").score_detailed(REVIEWS)
-    rm = ZeroShotRewardModel(f"vllm+{url}/v1", tokenizer=tok if local_tokenizer else None, prompt="sentiment")
+    rm = ZeroShotRewardModel(f"vllm+{url}", tokenizer=tok if local_tokenizer else None, prompt="sentiment")
     assert rm.prompt_set.chat_template == "auto"
     remote = rm.score_detailed(REVIEWS)
     assert remote.logodds["positive"] == pytest.approx(local.logodds["positive"], abs=1e-4)

@@ -145,17 +145,22 @@ def _in_networks(host: str, networks: tuple) -> bool:
 
 def uvicorn_server(app: Any, host: str = "127.0.0.1", port: int = 0, *,
                    header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
-                   log_level: str = "warning",
-                   graceful_s: float = 30.0):
+                   log_level: str = "warning", graceful_s: float = 30.0, forwarded_allow_ips: Sequence[str] = ()):
     """A uvicorn server for `app` that also bounds what uvicorn alone does not: a client
     must send its request headers within `header_timeout_s` of connecting (or of its
     previous response), and at most `max_connections` connections and requests are
-    served at once (beyond, 503)."""
+    served at once (beyond, 503).
+
+    A client's address is the connection's: ``X-Forwarded-For`` is believed only from
+    the reverse proxies in `forwarded_allow_ips` (uvicorn believes it from 127.0.0.1 by
+    default, which would let any client behind a local proxy, or on the machine, claim
+    a trusted network's address)."""
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             http=_header_deadline_protocol(header_timeout_s), limit_concurrency=max_connections,
-                            timeout_graceful_shutdown=int(graceful_s))
+                            timeout_graceful_shutdown=int(graceful_s), proxy_headers=bool(forwarded_allow_ips),
+                            forwarded_allow_ips=list(forwarded_allow_ips) or None)
     return uvicorn.Server(config)
 
 

@@ -7,6 +7,7 @@ as a sequence classifier.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Sequence
@@ -52,7 +53,7 @@ class ZeroShotRewardModel:
         self.reward_shape = _check_shape(reward or self.prompt_set.reward)
         self._model_spec = model if isinstance(model, str) else None
         #: what the model was built from, for logs and served responses
-        self.model_name: str = self._model_spec or _describe(model)
+        self.model_name: str = public_name(self._model_spec) if self._model_spec else _describe(model)
         self._backend_args = dict(batch_size=batch_size, device=device, dtype=dtype, **backend_options)
         self.backend: Backend | None = build_backend(model, tokenizer, **self._backend_args)
 
@@ -204,6 +205,23 @@ def check_options(options: dict, init: Any, what: str, exclude: Iterable[str] = 
             hint = f"did you mean {near[0]!r}? " if near else ""
             raise ZynError(f"{name!r} is not an option of ZeroShotRewardModel with {what}; {hint}"
                            f"the options are {', '.join(sorted(known))}")
+
+
+_SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:key|token|secret|passw|auth)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def public_name(spec: str) -> str:
+    """A model string fit for logs and served responses: a URL's user and password, and
+    query parameters that carry keys or tokens (``?api_key=``), replaced by ``***``.
+
+    >>> public_name("openai+http://user:pw@10.0.0.2:8000/v1?model=m&api_key=sk-1")
+    'openai+http://***@10.0.0.2:8000/v1?model=m&api_key=***'
+    """
+    for url in {spec, *spec.split(",")}:
+        scheme, sep, rest = url.partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            spec = spec.replace(url, f"{scheme}://***@{rest.split('@', 1)[1]}")
+    return _SECRET_PARAM.sub(r"\1***", spec)
 
 
 def _describe(model: Any) -> str:

@@ -275,6 +275,9 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
             "llama3", "gemma", "none", the policy's tokenizer, or None to recognise the
             named formats by their markers.
     """
+    if not math.isfinite(float(failure_reward)):
+        raise ZynError(f"failure_reward: expected a finite number, got {failure_reward!r} (OpenRLHF builds "
+                       "tensors from it)")
     api_key = api_key if api_key is not None else (os.environ.get("ZYN_API_KEY") or None)
     settings = Settings(default or next(iter(models)), max_items, max_chars, max_request_chars, max_body_bytes,
                         request_timeout_s, body_timeout_s, api_key, float(failure_reward),

@@ -2,12 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..models import DEFAULT_JUDGE
 from ..scoring import SHAPE_FORMULAS, SHAPES
 
 
 MODEL_HELP = f"hub id, local folder, .gguf file, preset or openai+http://host:port/v1 (default: {DEFAULT_JUDGE})"
+
+
+def _number(kind: type, test, need: str):
+    """An argparse type: `kind` parsed, then refused unless `test(value)` (``need`` says what is)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {need}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {need}, got {text}")
+        return value
+    parse.__name__ = need  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a whole number of at least 1")
+non_negative_int = _number(int, lambda v: v >= 0, "a whole number of at least 0")
+positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive number")
+non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number of at least 0")
+finite_float = _number(float, math.isfinite, "a finite number")
+port_number = _number(int, lambda v: 0 <= v <= 65535, "a port from 0 to 65535")
+probability = _number(float, lambda v: 0 <= v <= 1, "a probability from 0 to 1")
 
 
 def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
@@ -20,7 +44,7 @@ def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--batch-size, --device and --dtype: how a model loaded by name runs."""
-    p.add_argument("--batch-size", type=int, help="most queries per forward pass (default 64)")
+    p.add_argument("--batch-size", type=positive_int, help="most queries per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto (GPU bf16, CPU float32) or fast "
                                    "(bf16 on CPUs that measure it faster; P(yes) drift <= ~0.03)")

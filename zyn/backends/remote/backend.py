@@ -116,7 +116,8 @@ class OpenAIBackend:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_url(cls, url: str, **kw) -> "OpenAIBackend":
-        """Build from a model string ``openai+http://host:port/v1`` or ``vllm+http://...``.
+        """Build from a model string ``openai+http://host:port/v1`` or ``vllm+http://...``
+        (no path: ``/v1``).
 
         Query parameters set constructor options (``?model=NAME&top_k=10``); keyword
         arguments win over them.
@@ -139,7 +140,8 @@ class OpenAIBackend:
         if scheme == "vllm":
             opts.setdefault("completion_batch", 32)
         opts.update(kw)
-        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), **opts)
+        path = parts.path.rstrip("/") or "/v1"  # vllm+http://host:8000 as the trainers' docs write it
+        return cls(urlunsplit((parts.scheme, parts.netloc, path, "", "")), **opts)
 
     @property
     def name(self) -> str:
