@@ -272,6 +272,35 @@ def test_trusted_networks_need_no_key_and_others_are_refused(rms):
         create_app(rms, trusted_networks=["not-a-net"])
 
 
+def test_a_forwarded_header_cannot_claim_a_trusted_network(rms):
+    """X-Forwarded-For is the client's word: believed only from a proxy named in
+    forwarded_allow_ips (uvicorn's own default believes it from 127.0.0.1)."""
+    app = create_app(rms, trusted_networks=["10.0.0.0/24"])
+    spoof = {"X-Forwarded-For": "10.0.0.7"}
+    with serve_in_thread(app) as url:
+        assert httpx.post(url + "/get_reward", json={"query": ["fine"]}, headers=spoof).status_code == 403
+        assert httpx.get(url + "/metrics", headers=spoof).status_code == 403
+    with serve_in_thread(app, forwarded_allow_ips=["127.0.0.1"]) as url:  # zyn behind a local proxy
+        assert httpx.post(url + "/get_reward", json={"query": ["fine"]}, headers=spoof).status_code == 200
+        assert httpx.post(url + "/get_reward", json={"query": ["fine"]}).status_code == 403
+
+
+def test_secrets_in_a_model_url_are_not_served():
+    # a remote judge's URL may carry a user, a password and an api_key query parameter
+    rm = ZeroShotRewardModel("openai+http://user:pa55@127.0.0.1:9/v1?api_key=REMOTE_SECRET&model=m")
+    with serve_in_thread(create_app({"sentiment": rm})) as url:
+        health = httpx.get(url + "/health").text
+    assert "model=m" in health and "***" in health
+    for shown in (health, rm.model_name, rm.backend.name, repr(rm)):
+        assert "REMOTE_SECRET" not in shown and "pa55" not in shown
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_failure_reward_is_refused(rms, bad):
+    with pytest.raises(ValueError, match="failure_reward: expected a finite number"):
+        create_app(rms, failure_reward=bad)
+
+
 def test_openrlhf_queries_with_the_policys_chat_markup_are_judged_as_turns(rms):
     # query = decode(prompt + response) with special tokens kept, as OpenRLHF builds it
     prompt = "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nReview a film.<|im_end|>\n<|im_start|>assistant\n"

@@ -145,7 +145,9 @@ class OpenAIBackend:
 
     @property
     def name(self) -> str:
-        return f"{self.mode}:{self.base_url}#{self._model or '?'}"
+        from ...model import public_name  # no user or password in logs
+
+        return f"{self.mode}:{public_name(self.base_url)}#{self._model or '?'}"
 
     @property
     def retry_count(self) -> int:
