@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import threading
 import time
 
@@ -237,6 +238,39 @@ def test_a_broken_model_fails_the_batch_as_a_server_error(rms, monkeypatch):
         rs = post_many(url, [{"texts": ["a", "b"]}, {"texts": ["c"]}])
         assert [r.status_code for r in rs] == [500, 500]
         assert 'zyn_errors_total{kind="batch"} 2.0' in httpx.get(url + "/metrics").text
+
+
+def test_a_down_engine_is_a_502_to_retry_not_a_reward(rms):
+    """A remote judge whose engine cannot be reached: every route answers 502 (OpenRLHF
+    retries), none a failure reward to train on; the batch is not split and re-sent per
+    piece; /health says the scoring is failing until a batch succeeds."""
+    down = ZeroShotRewardModel("openai+http://127.0.0.1:9/v1?model=m&retries=0&timeout=2", prompt="sentiment")
+    app = create_app({"sentiment": down, "local": rms["sentiment"]})
+    with serve_in_thread(app) as url:
+        t = time.monotonic()
+        r = httpx.post(url + "/v1/rewards", json={"texts": ["a", "b", "c", "d"]})
+        assert r.status_code == 502 and "engine failed" in r.json()["error"] and r.headers["retry-after"]
+        assert time.monotonic() - t < 10
+        r = httpx.post(url + "/get_reward", json={"query": ["Great film"]})
+        assert r.status_code == 502, r.text
+        health = httpx.get(url + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "failing" and health.json()["last_error"]
+        assert httpx.post(url + "/v1/rewards", json={"texts": ["a"], "prompt": "local"}).status_code == 200
+        assert httpx.get(url + "/health").json()["status"] == "ok"  # a batch went through again
+
+
+def test_get_reward_fails_only_the_unscorable_samples_of_a_batch(served, rms):
+    url, _ = served
+    body = json.dumps({"query": ["\udc00 bad", "A fine film.", "x" * 200_000]})  # a lone surrogate, escaped
+    r = httpx.post(url + "/get_reward", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["extra_logs"]["zyn/failed"] == [1.0, 0.0, 1.0]
+    assert body["rewards"][1] == pytest.approx(rms["sentiment"].score_detailed(["A fine film."]).rewards[0],
+                                               abs=TOL_REWARD)
+    assert body["rewards"][0] == body["rewards"][2] == 0.0
+    r = httpx.post(url + "/get_reward", json={"query": ["x" * 90_000] * 12})  # the request's size: 422
+    assert r.status_code == 422 and "max_request_chars" in r.json()["error"]
 
 
 def test_bad_input_in_a_shared_batch_fails_only_the_culprit(rms, monkeypatch):

@@ -13,8 +13,10 @@ of a request that has already timed out or been cancelled are dropped unscored.
 Isolation: a batch that raises is split in halves and re-scored, down to single items,
 so only the items that fail fail; their requests get an `ItemError` naming the item
 and the reason, everyone else gets what they would have got alone. Only when every
-item of a batch of several fails (the model, not the input, is broken) do its
-requests get a `BatchError`.
+item of a batch of several fails (the model, not the input, is broken), or when the
+error is one that `item_error` says is not an item's (a remote engine that is down:
+splitting would only call it again for every piece), do its requests get a
+`BatchError`.
 """
 from __future__ import annotations
 
@@ -31,7 +33,22 @@ log = logging.getLogger(__name__)
 
 
 class BatchError(RuntimeError):
-    """Scoring the batch that held a request failed (not the request's fault)."""
+    """Scoring the batch that held a request failed (not the request's fault).
+
+    Attributes:
+        error: what the scorer raised, if it raised (None otherwise).
+    """
+
+    def __init__(self, message: str, error: BaseException | None = None):
+        super().__init__(message)
+        self.error = error
+
+
+class _BatchFault(Exception):
+    """Carries an error that `item_error` says is not an item's out of the isolation."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 class Overloaded(RuntimeError):
@@ -97,13 +114,17 @@ class MicroBatcher:
         cost, max_batch_cost: an item's cost (e.g. its characters) and the most a batch
             may hold (a single costlier item is a batch of its own).
         on_batch: called as ``on_batch(items, requests, seconds)`` after each model call.
+        item_error: whether an error the scorer raised may be an item's fault (default:
+            any); one that is not fails the whole batch at once, unsplit.
     """
 
     def __init__(self, score: Callable[[str, list[Any]], list[Any]], *, batch_size: int = 64,
                  max_wait_ms: float = 5.0, max_queue_items: int = 8192,
                  cost: Callable[[Any], int] | None = None, max_batch_cost: float = float("inf"),
-                 on_batch: Callable[[int, int, float], None] | None = None):
+                 on_batch: Callable[[int, int, float], None] | None = None,
+                 item_error: Callable[[BaseException], bool] | None = None):
         self._score = score
+        self._item_error = item_error or (lambda error: True)
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.max_queue_items = int(max_queue_items)
@@ -261,6 +282,11 @@ class MicroBatcher:
         start = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self._isolate, key, items)
+        except _BatchFault as e:
+            log.error("a batch of %d failed: %s: %s", len(items), type(e.error).__name__, e.error)
+            for part in parts:
+                _fail(part.job, BatchError(f"{type(e.error).__name__}: {e.error}", e.error))
+            return
         finally:
             self.batches += 1
             if self._on_batch is not None:
@@ -269,7 +295,7 @@ class MicroBatcher:
             error = results[0].error
             log.error("every item of a batch of %d failed: %s: %s", len(items), type(error).__name__, error)
             for part in parts:
-                _fail(part.job, BatchError(f"{type(error).__name__}: {error}"))
+                _fail(part.job, BatchError(f"{type(error).__name__}: {error}", error))
             return
         k = 0
         for part in parts:
@@ -285,6 +311,8 @@ class MicroBatcher:
                 raise BatchError(f"scorer returned {len(results)} results for {len(items)} items")
             return list(results)
         except Exception as e:  # noqa: BLE001 - whatever an item does, it fails only itself
+            if not self._item_error(e):
+                raise _BatchFault(e) from e
             if len(items) == 1:
                 log.warning("an item could not be scored: %s: %s", type(e).__name__, e)
                 return [_Failed(e)]

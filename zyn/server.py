@@ -132,7 +132,9 @@ class RewardService:
         # a batch holds at most two items of the largest size allowed, so one request of
         # many long items is scored in turns with everyone else's
         self.batcher = MicroBatcher(self._score_blocking, cost=_chars, max_batch_cost=2 * settings.max_chars,
-                                    on_batch=self.metrics.on_batch, **batcher_options)
+                                    on_batch=self.metrics.on_batch, item_error=_may_be_an_items_fault,
+                                    **batcher_options)
+        self.failing: str | None = None  # the last batch's error while the scoring keeps failing
 
     def _score_blocking(self, key: str, items: list[Any]) -> list[Scored]:
         scores = self.models[key].score_detailed(items)
@@ -149,35 +151,48 @@ class RewardService:
 
     def validate(self, key: str, items: list[Any]) -> None:
         """Limits and record structure, checked before queueing (422 naming what failed)."""
+        total = sum(self.check_item(key, i, item) for i, item in enumerate(self.check_count(items)))
+        self.check_total(total)
+
+    def check_count(self, items: list[Any]) -> list[Any]:
         s = self.settings
         if len(items) > s.max_items:
             raise HTTPException(422, {"error": f"too many items: {len(items)} > max_items={s.max_items}",
                                       "limit": "max_items", "max": s.max_items, "got": len(items)})
-        fields = self.models[key].prompt_set.fields
-        total = 0
-        for i, item in enumerate(items):
-            try:
-                make_context(item, i, fields)  # first: it bounds the nesting that _chars walks
-            except ZynError as e:
-                raise HTTPException(422, {"error": str(e), "item": i}) from None
-            n = _chars(item)
-            total += n
-            if n > s.max_chars:
-                raise HTTPException(422, {"error": f"item {i} has {n} characters > max_chars={s.max_chars}",
-                                          "limit": "max_chars", "max": s.max_chars, "got": n, "item": i})
+        return items
+
+    def check_item(self, key: str, i: int, item: Any) -> int:
+        """One item's record structure and size (422 naming it); returns its characters."""
+        s = self.settings
+        try:
+            make_context(item, i, self.models[key].prompt_set.fields)  # first: it bounds the nesting _chars walks
+        except ZynError as e:
+            raise HTTPException(422, {"error": str(e), "item": i}) from None
+        n = _chars(item)
+        if n > s.max_chars:
+            raise HTTPException(422, {"error": f"item {i} has {n} characters > max_chars={s.max_chars}",
+                                      "limit": "max_chars", "max": s.max_chars, "got": n, "item": i})
+        return n
+
+    def check_total(self, total: int) -> None:
+        s = self.settings
         if total > s.max_request_chars:
             raise HTTPException(422, {"error": f"the request has {total} characters > max_request_chars="
                                       f"{s.max_request_chars}; send fewer items per request",
                                       "limit": "max_request_chars", "max": s.max_request_chars, "got": total})
 
-    async def score(self, key: str, items: list[Any], route: str) -> list[Scored]:
-        """Validate, queue, await with the request timeout; errors become HTTP errors."""
-        self.validate(key, items)
+    async def score(self, key: str, items: list[Any], route: str, validate: bool = True) -> list[Scored]:
+        """Validate (unless done), queue, await with the request timeout; errors become
+        HTTP errors."""
+        if validate:
+            self.validate(key, items)
         self.metrics.items.labels(route).inc(len(items))
         if not items:
             return []
         try:
-            return await asyncio.wait_for(self.batcher.submit(key, items), self.settings.request_timeout_s)
+            scored = await asyncio.wait_for(self.batcher.submit(key, items), self.settings.request_timeout_s)
+            self.failing = None
+            return scored
         except asyncio.TimeoutError:
             self.metrics.errors.labels("timeout").inc()
             limit = self.settings.request_timeout_s
@@ -191,10 +206,23 @@ class RewardService:
                                       "item": e.index}) from None
         except BatchError as e:
             self.metrics.errors.labels("batch").inc()
+            self.failing = str(e)
+            if not _may_be_an_items_fault(e.error):  # the judge's engine: retrying later may work
+                raise HTTPException(502, {"error": f"the judge's engine failed: {e}"},
+                                    headers={"Retry-After": "1"}) from None
             raise HTTPException(500, {"error": f"scoring failed: {e}"}) from None
 
     def model_label(self, key: str) -> str:
         return self.models[key].model_name
+
+
+def _may_be_an_items_fault(error: BaseException | None) -> bool:
+    """Whether a scoring error may come from the item scored: not when a remote judge's
+    engine failed or could not be reached (the batch fails whole, unsplit, and the
+    client gets a 502 to retry, not a failure reward for its item)."""
+    from .backends.remote.errors import RemoteError
+
+    return not isinstance(error, RemoteError)
 
 
 def _chars(item: Any) -> int:
@@ -344,13 +372,23 @@ async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
     gets the failure reward, and ``extra_logs["zyn/failed"]`` marks it."""
     service = _service(request)
     key = service.settings.default
-    items = openrlhf_items(body, service.settings.policy_chat_format)
-    try:
-        scored: list[Scored | None] = list(await service.score(key, items, "get_reward"))
-    except HTTPException as e:
-        if e.status_code != 422 or len(items) != 1:  # limits, overload, timeout: the client retries
-            raise
-        scored = [None]  # OpenRLHF sends one sample per request: that sample is unscorable
+    items = service.check_count(openrlhf_items(body, service.settings.policy_chat_format))
+    good, total = [], 0
+    for i, item in enumerate(items):  # an unscorable item gets the failure reward, not the others' 422
+        with contextlib.suppress(HTTPException):
+            total += service.check_item(key, i, item)
+            good.append(i)
+    service.check_total(total)  # the request's own size: the client's to fix
+    scored: list[Scored | None] = [None] * len(items)
+
+    async def one(i: int) -> None:  # each alone: an item that fails in scoring fails only itself
+        try:
+            (scored[i],) = await service.score(key, [items[i]], "get_reward", validate=False)
+        except HTTPException as e:
+            if e.status_code != 422:  # overload, timeout, a failing engine: the client retries
+                raise
+
+    await asyncio.gather(*(one(i) for i in good))
     names = [q.name for q in service.models[key].prompt_set.questions]
     fail = service.settings.failure_reward
     failed = [s is None or not math.isfinite(s.reward) for s in scored]
@@ -366,11 +404,14 @@ async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
 
 async def get_health(request: Request) -> dict:
     service = _service(request)
-    ok = service.batcher.running
-    body = {"status": "ok" if ok else "stopping", "default": service.settings.default,
+    running = service.batcher.running
+    status = "stopping" if not running else "failing" if service.failing else "ok"
+    body = {"status": status, "default": service.settings.default,
             "prompt_sets": {k: service.model_label(k) for k in service.models},
             "queued_items": service.batcher.queued_items, "batches": service.batcher.batches}
-    return body if ok else JSONResponse(body, status_code=503)
+    if service.failing:  # every request since this error failed: a load balancer should look elsewhere
+        body["last_error"] = service.failing
+    return body if status == "ok" else JSONResponse(body, status_code=503)
 
 
 async def get_metrics(request: Request) -> PlainTextResponse:
