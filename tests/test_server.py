@@ -152,6 +152,13 @@ def test_api_key(rms, monkeypatch):
         assert alt.status_code == 200
         assert httpx.get(url + "/health").status_code == 200
         assert httpx.get(url + "/metrics").status_code == 401
+        httpx.post(url + "/nowhere/" + "x" * 50, headers={"X-API-Key": "s3cret"})
+        metrics = httpx.get(url + "/metrics", headers={"X-API-Key": "s3cret"}).text
+    # refusals the guard answers before any route are counted too, unknown paths under one label
+    assert 'zyn_requests_total{route="/v1/rewards",status="401"} 1.0' in metrics
+    assert 'zyn_requests_total{route="/get_reward",status="401"} 1.0' in metrics
+    assert 'zyn_requests_total{route="/metrics",status="401"} 1.0' in metrics
+    assert 'zyn_requests_total{route="unmatched",status="404"} 1.0' in metrics
 
 
 def test_refuses_public_bind_without_key():
@@ -310,6 +317,40 @@ def test_timeout_and_disconnect_do_not_break_the_batcher(rms, monkeypatch):
         assert r.status_code == 200
         assert r.json()["rewards"] == pytest.approx(real(["after"]).rewards, abs=TOL_REWARD)
         assert app.state.service.batcher.running and app.state.service.batcher.queued_items == 0
+
+
+def test_a_client_that_hangs_up_is_not_scored_for(rms, monkeypatch):
+    """Parts of a request whose client has gone (a trainer's timeout, then its retry) are
+    dropped from the queue, not scored for nobody."""
+    rm = rms["sentiment"]
+    seen: list[str] = []
+
+    def scoring(items):
+        seen.extend(map(str, items))
+        return gate(items)
+
+    gate = Gate(rm.score_detailed)
+    monkeypatch.setattr(rm, "score_detailed", scoring)
+    app = create_app(rms, max_wait_ms=1)
+    batcher = app.state.service.batcher
+    with serve_in_thread(app) as url:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=60) as client:
+                held = asyncio.create_task(client.post(url + "/v1/rewards", json={"texts": ["HOLD"]}))
+                assert await asyncio.to_thread(gate.entered.wait, 30)
+                with pytest.raises(httpx.ReadTimeout):  # queued behind HOLD, then the client gives up
+                    await client.post(url + "/v1/rewards", json={"texts": ["GONE 1", "GONE 2"]}, timeout=0.5)
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post(url + "/get_reward", json={"query": ["GONE 3", "GONE 4"]}, timeout=0.5)
+                await asyncio.sleep(3 * 0.25 + 0.5)  # the server notices within its polling interval
+                gate.release.set()
+                return await held
+
+        assert asyncio.run(scenario()).status_code == 200
+        wait_idle(app)
+        assert httpx.post(url + "/v1/rewards", json={"texts": ["after"]}).status_code == 200
+        assert not [t for t in seen if "GONE" in t] and batcher.queued_items == 0
+        assert 'zyn_errors_total{kind="disconnected"} 2.0' in httpx.get(url + "/metrics").text
 
 
 def test_overload_is_503(rms, monkeypatch):

@@ -216,6 +216,29 @@ class RewardService:
         return self.models[key].model_name
 
 
+DISCONNECT_POLL_S = 0.25
+
+
+async def _while_connected(request: Request, work: Any) -> Any:
+    """Await `work` (scoring), but stop it if the client hangs up meanwhile: its parts
+    not yet scored are then dropped from the queue (a trainer that gave up and will
+    retry must not cost the server the same work twice)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                _service(request).metrics.errors.labels("disconnected").inc()
+                raise HTTPException(499, {"error": "the client closed the connection"})
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 def _may_be_an_items_fault(error: BaseException | None) -> bool:
     """Whether a scoring error may come from the item scored: not when a remote judge's
     engine failed or could not be reached (the batch fails whole, unsplit, and the
@@ -325,9 +348,9 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
                   description="Zero-shot yes/no reward models over HTTP.", lifespan=lifespan)
     app.state.service = service
     app.state.metrics = service.metrics
-    app.middleware("http")(_count_requests)
-    # outermost: refuses a request on its headers alone, before any body is read
+    # refuses a request on its headers alone, before any body is read
     app.add_middleware(GuardMiddleware, settings=settings)
+    app.add_middleware(CountRequests, metrics=service.metrics)  # outermost: counts the guard's refusals too
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(_router())
@@ -359,7 +382,8 @@ async def post_rewards(body: RewardRequest, request: Request) -> dict:
     if (body.texts is None) == (body.items is None):
         raise HTTPException(422, {"error": "give exactly one of 'texts' or 'items'"})
     key = service.resolve(body.prompt)
-    scored = await service.score(key, body.texts if body.texts is not None else body.items, "rewards")
+    scored = await _while_connected(request, service.score(key, body.texts if body.texts is not None
+                                                           else body.items, "rewards"))
     names = [q.name for q in service.models[key].prompt_set.questions]
     return {"rewards": [_finite(s.reward) for s in scored], "p_yes": [_finite(s.p_yes) for s in scored],
             "per_question": {n: [_finite(s.per_question[n]) for s in scored] for n in names},
@@ -388,7 +412,7 @@ async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
             if e.status_code != 422:  # overload, timeout, a failing engine: the client retries
                 raise
 
-    await asyncio.gather(*(one(i) for i in good))
+    await _while_connected(request, asyncio.gather(*(one(i) for i in good)))
     names = [q.name for q in service.models[key].prompt_set.questions]
     fail = service.settings.failure_reward
     failed = [s is None or not math.isfinite(s.reward) for s in scored]
@@ -443,19 +467,36 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return SafeJSONResponse({"error": message, "detail": detail}, status_code=400 if malformed else 422)
 
 
-async def _count_requests(request: Request, call_next):
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics: ServerMetrics = request.app.state.metrics
-        metrics.requests.labels(path, str(status)).inc()
-        if path in ("/v1/rewards", "/get_reward"):
-            metrics.latency.labels(path).observe(time.perf_counter() - start)
+ROUTES = ("/v1/rewards", "/get_reward", "/health", "/metrics", "/docs", "/openapi.json")
+
+
+class CountRequests:
+    """Outermost ASGI middleware: counts every response by route and status, the
+    guard's refusals (401, 403, 408, 413, 503) included, and times the scoring routes.
+    (Plain ASGI, not Starlette's BaseHTTPMiddleware, which hides a client's disconnect
+    from the route.)"""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = scope.get("path", "")
+            path = path if path in ROUTES else "unmatched"  # a bounded set of labels
+            self.metrics.requests.labels(path, str(status)).inc()
+            if path in ("/v1/rewards", "/get_reward"):
+                self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
