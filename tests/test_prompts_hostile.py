@@ -77,6 +77,18 @@ def test_deep_and_cyclic_records_are_refused():
         PS.render(cyclic)
 
 
+def test_records_of_too_many_values_are_refused_before_any_walk_over_them():
+    """A few MB of small values in a field no template reads would make every later walk
+    (rendering, the server's size checks) slow: refused by count, naming the field."""
+    from zyn.prompts import MAX_VALUES
+
+    record = {"completion": "c", "question": "q", "unused": [[] for _ in range(10 * MAX_VALUES)]}
+    with pytest.raises(InputError, match=f"field 'unused': the record holds more than {MAX_VALUES} values"):
+        PS.render(record, index=3)
+    chat = {"messages": [{"role": "user", "content": "hi"}] * 1000, "question": "q"}  # 5,001 values: fine
+    assert PS.render(chat)
+
+
 @pytest.mark.parametrize("expr", ["'x' * 10**8", "['x'] * 10**8", "'x'.ljust(10**8)", "'x'|center(10**8)",
                                   "'x'|indent(10**8)", "2 ** 10000", "'ab' * 99999 + 'ab' * 99999"])
 def test_templates_cannot_build_huge_values(expr):

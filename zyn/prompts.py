@@ -55,6 +55,7 @@ MAX_PENALTY_N = 16
 # the nodes a YAML file may expand to through aliases.
 MAX_TEMPLATE_CHARS = 200_000
 MAX_DEPTH = 32
+MAX_VALUES = 10_000  # values (strings, numbers, lists, mappings) in one record, all levels
 MAX_YAML_NODES = 100_000
 MAX_YAML_BYTES = 1_000_000
 
@@ -526,17 +527,27 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def check_value(value: Any, where: str, depth: int = 0) -> None:
+def check_value(value: Any, where: str) -> None:
     """Refuse what no model can read: strings that are not valid Unicode (a lone
-    surrogate cannot be encoded as UTF-8) and values nested deeper than MAX_DEPTH
-    (which also stops a cyclic record)."""
+    surrogate cannot be encoded as UTF-8), values nested deeper than MAX_DEPTH (which
+    also stops a cyclic record), and records of more than MAX_VALUES values in all
+    (every later walk over a record, rendering included, is bounded by it)."""
+    count = [0]
+    if isinstance(value, Mapping):  # name the top-level field only: paths may be deep
+        for k, v in value.items():
+            _check_value(k, f"{where}: a key", 1, count)
+            _check_value(v, f"{where}: field {str(k)[:40]!r}", 1, count)
+    else:
+        _check_value(value, where, 0, count)
+
+
+def _check_value(value: Any, where: str, depth: int, count: list[int]) -> None:
     if depth > MAX_DEPTH:
         raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels; flatten the record")
-    if depth == 0 and isinstance(value, Mapping):  # name the top-level field only: paths may be deep
-        for k, v in value.items():
-            check_value(k, f"{where}: a key", 1)
-            check_value(v, f"{where}: field {str(k)[:40]!r}", 1)
-        return
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise InputError(f"{where}: the record holds more than {MAX_VALUES} values in all; send only the fields "
+                         "the prompt set's templates use")
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -545,11 +556,11 @@ def check_value(value: Any, where: str, depth: int = 0) -> None:
                              "valid Unicode; send text as valid UTF-8") from None
     elif isinstance(value, Mapping):
         for k, v in value.items():
-            check_value(k, where, depth + 1)
-            check_value(v, where, depth + 1)
+            _check_value(k, where, depth + 1, count)
+            _check_value(v, where, depth + 1, count)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            check_value(v, where, depth + 1)
+            _check_value(v, where, depth + 1, count)
 
 
 @functools.lru_cache(maxsize=256)

@@ -184,8 +184,8 @@ class RewardService:
     async def score(self, key: str, items: list[Any], route: str, validate: bool = True) -> list[Scored]:
         """Validate (unless done), queue, await with the request timeout; errors become
         HTTP errors."""
-        if validate:
-            self.validate(key, items)
+        if validate:  # in a thread: walking a large request must not stall the event loop
+            await asyncio.to_thread(self.validate, key, items)
         self.metrics.items.labels(route).inc(len(items))
         if not items:
             return []
@@ -397,12 +397,17 @@ async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
     service = _service(request)
     key = service.settings.default
     items = service.check_count(openrlhf_items(body, service.settings.policy_chat_format))
-    good, total = [], 0
-    for i, item in enumerate(items):  # an unscorable item gets the failure reward, not the others' 422
-        with contextlib.suppress(HTTPException):
-            total += service.check_item(key, i, item)
-            good.append(i)
-    service.check_total(total)  # the request's own size: the client's to fix
+
+    def check() -> list[int]:
+        good, total = [], 0
+        for i, item in enumerate(items):  # an unscorable item gets the failure reward, not the others' 422
+            with contextlib.suppress(HTTPException):
+                total += service.check_item(key, i, item)
+                good.append(i)
+        service.check_total(total)  # the request's own size: the client's to fix
+        return good
+
+    good = await asyncio.to_thread(check)  # off the event loop, as in `score`
     scored: list[Scored | None] = [None] * len(items)
 
     async def one(i: int) -> None:  # each alone: an item that fails in scoring fails only itself
