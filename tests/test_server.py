@@ -119,6 +119,10 @@ def test_malformed_json_schema_and_limits(rms):
         assert r.status_code == 400 and r.json()["error"] == "malformed JSON body"
         r = httpx.post(url + "/v1/rewards", json={"texts": "not a list"})
         assert r.status_code == 422 and "error" in r.json()
+        for kind in ("application/x-www-form-urlencoded", "text/plain", None):  # curl -d without -H
+            r = httpx.post(url + "/v1/rewards", content=b'{"texts": ["Great film!"]}',
+                           headers={"content-type": kind} if kind else {})
+            assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"], r.text
         r = httpx.post(url + "/v1/rewards", json={"texts": ["a"], "items": [{"text": "b"}]})
         assert r.status_code == 422
         r = httpx.post(url + "/v1/rewards", json={"texts": ["a"] * 6})

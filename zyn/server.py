@@ -466,6 +466,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     errors = exc.errors()
     malformed = any(e.get("type") == "json_invalid" for e in errors)
     message = "malformed JSON body" if malformed else "request body does not match the schema"
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and not (kind == "application/json" or kind.endswith("+json")):
+        message = (f"the body must be JSON, sent with the header 'Content-Type: application/json' "
+                   f"(got {kind or 'no content type'}); e.g. curl -H 'content-type: application/json' -d '{{...}}'")
     # where and what, not the offending input itself (it may be megabytes)
     detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
               for e in errors[:20]]
