@@ -449,3 +449,16 @@ def test_llama_cpp_server_matches_local_scoring_of_the_same_gguf(preset, chat, m
     diffs = [abs(a - b) for a, b in zip(local.logodds["positive"], remote.logodds["positive"])]
     assert max(diffs) < max_logodds, diffs
     assert max(abs(a - b) for a, b in zip(local.p_yes, remote.p_yes)) < max_p
+
+
+def test_an_unreadable_answer_is_a_remote_error():
+    """A broken engine's answer (not JSON, or JSON nested past Python's limit) is a
+    RemoteError, which the server turns into a 502, never another exception type."""
+    import httpx
+
+    from zyn.backends.remote.errors import RemoteError
+    from zyn.backends.remote.http import _json
+
+    for content in (b"<html>502</html>", b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(RemoteError, match="u: answer is"):
+            _json(httpx.Response(200, content=content), "u")

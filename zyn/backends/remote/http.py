@@ -142,12 +142,14 @@ def _json(resp: httpx.Response, url: str) -> Any:
         return resp.json()
     except ValueError:
         raise RemoteError(f"{url}: answer is not JSON: {resp.text[:200]!r}") from None
+    except RecursionError:  # nested past Python's limit: no server's real answer
+        raise RemoteError(f"{url}: answer is JSON nested too deeply to read") from None
 
 
 def _json_or_none(resp: httpx.Response) -> Any:
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
