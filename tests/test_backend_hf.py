@@ -4,10 +4,12 @@ The tiny models are random: they check plumbing (padding, order, caches), not va
 """
 import random
 
+import warnings
+
 import pytest
 import torch
 
-from zyn import ZeroShotRewardModel, ZynError
+from zyn import TruncationWarning, ZeroShotRewardModel, ZynError
 from zyn.api import Query
 from zyn.backends.hf import HFBackend
 from zyn.backends.hf.planner import length_batches
@@ -182,6 +184,13 @@ def test_long_input_cut_inside_text_with_one_warning(model_pair):
     # zyn's own warnings only: a library's deprecation notices come and go with its releases
     ours = [w for w in record if str(w.message).startswith("zyn:")]
     assert len(ours) == 1 and all(0.0 <= s <= 1.0 for s in scores)
+    assert ours[0].category is TruncationWarning and ours[0].filename == __file__  # the caller's line
+    assert rm.score_detailed([long_text, "fine"]).truncated == 1
+    with warnings.catch_warnings(record=True) as again:  # a call from the same line warns again when
+        warnings.simplefilter("always", TruncationWarning)  # the user asks for every call's warning
+        for _ in range(3):
+            rm.score([long_text])
+    assert len([w for w in again if w.category is TruncationWarning]) == 3
     (query,) = rm.prompt_set.render(long_text)
     ids = rm.backend.encode(query)
     assert len(ids) <= 64

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import AnswerError, InputError, PromptError, ZynError
+from .errors import AnswerError, InputError, PromptError, TruncationWarning, ZynError
 
 __version__ = "0.1.0"
 
@@ -27,7 +27,8 @@ _LAZY = {
 
 __all__ = [
     "ZeroShotRewardModel", "Scores", "TRLReward", "AsyncTRLReward", "PromptSet", "Question", "load_prompt_set",
-    "available_prompt_sets", "ZynError", "PromptError", "AnswerError", "InputError", "__version__",
+    "available_prompt_sets", "ZynError", "PromptError", "AnswerError", "InputError", "TruncationWarning",
+    "__version__",
 ]
 
 if TYPE_CHECKING:

@@ -97,6 +97,8 @@ class Scores:
         logodds: calibrated log-odds yes vs no of each question, by question name.
         penalty: log-odds the prompt set's penalties took off each combined value
             (empty for a set without penalties).
+        truncated: how many of the call's queries were longer than the model's context
+            and were cut inside their text (each such call also warns, `TruncationWarning`).
     """
 
     p_yes: list[float]
@@ -104,3 +106,4 @@ class Scores:
     per_question: dict[str, list[float]] = field(default_factory=dict)
     logodds: dict[str, list[float]] = field(default_factory=dict)
     penalty: list[float] = field(default_factory=list)
+    truncated: int = 0

@@ -37,3 +37,10 @@ class ModelIntegrityError(ModelError):
 
 class ModelDependencyError(ModelError):
     """An optional package needed to load this kind of model is not installed."""
+
+
+class TruncationWarning(UserWarning):
+    """Inputs longer than the model's context were cut inside their text (never the
+    question or the answer cue). Python's default filter shows a warning once per
+    calling line and message; ``warnings.simplefilter("always", TruncationWarning)``
+    shows every call's, and `Scores.truncated` counts them per call."""

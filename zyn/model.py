@@ -7,13 +7,15 @@ as a sequence classifier.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Sequence
 
 from .api import Backend, LogOdds, Scores
-from .errors import InputError, ZynError
+from .errors import InputError, TruncationWarning, ZynError
 from .prompts import PromptSet, load_prompt_set
 from .scoring import SHAPES, combine
 
@@ -85,8 +87,9 @@ class ZeroShotRewardModel:
         out = LogOdds.of(backend.logodds(groups, ps.answers[0], ps.answers[1])) if groups else LogOdds([])
         if out.truncated:
             warnings.warn(f"zyn: {out.truncated} of {len(inputs)} inputs were longer than the model's context "
-                          f"({out.context} tokens) and were cut inside their text", stacklevel=2)
-        return self._assemble(out.values, ps.penalty(inputs))
+                          f"({out.context} tokens) and were cut inside their text", TruncationWarning,
+                          stacklevel=_outside_zyn())
+        return dataclasses.replace(self._assemble(out.values, ps.penalty(inputs)), truncated=out.truncated)
 
     def _assemble(self, raw: list[list[float]], penalty: list[float] | None = None) -> Scores:
         ps = self.prompt_set
@@ -222,6 +225,15 @@ def public_name(spec: str) -> str:
         if sep and "@" in rest.split("/", 1)[0]:
             spec = spec.replace(url, f"{scheme}://***@{rest.split('@', 1)[1]}")
     return _SECRET_PARAM.sub(r"\1***", spec)
+
+
+def _outside_zyn() -> int:
+    """The `stacklevel` that points a warning at the first caller outside zyn (the
+    user's line, or the trainer's that called a zyn hook)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_globals.get("__name__") or "").split(".")[0] == "zyn":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _describe(model: Any) -> str:

@@ -364,6 +364,9 @@ def make_context(item: Any, index: int = 0, fields: Iterable[str] = ()) -> dict[
     check_value(item, f"item {index}")
     ctx = dict(item)
     if "messages" in ctx:
+        if "text" in ctx:
+            raise InputError(f"item {index}: gives both 'text' and 'messages'; give one (a chat's text is built "
+                             "from its turns)")
         ctx.update(_from_messages(ctx["messages"], index))
     for key in ("text", "prompt", "completion"):
         if key in ctx and not isinstance(ctx[key], str):
