@@ -208,3 +208,20 @@ def test_a_max_length_that_leaves_no_room_for_the_text_is_an_error(tiny_causal):
     with pytest.warns(UserWarning, match="were cut inside their text"):
         a, b = roomy.score(["good " * 40, "awful " * 40])
     assert a != b  # some of each text is left to judge
+
+
+def test_converting_a_passed_model_says_so(tiny_causal):
+    """torch converts a module in place: the caller is told, not surprised later."""
+    import copy
+
+    import torch
+
+    model, tok = copy.deepcopy(tiny_causal[0]), tiny_causal[1]
+    with pytest.warns(UserWarning, match=r"moved to cpu / torch.bfloat16 in place"):
+        ZeroShotRewardModel(model, tok, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to convert: no warning
+        ZeroShotRewardModel(model, tok, dtype="bfloat16", device="cpu")

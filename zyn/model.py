@@ -189,7 +189,13 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         from .backends.hf.precision import resolve_device, resolve_dtype
 
         dev = resolve_device(device)
-        model = model.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
+        want = resolve_dtype(dtype, dev) if dtype is not None else None
+        before = (getattr(model, "device", None), getattr(model, "dtype", None))
+        model = model.to(device=dev, dtype=want)
+        if (getattr(model, "device", None), getattr(model, "dtype", None)) != before:
+            warnings.warn(f"zyn: the model you passed was moved to {model.device} / {model.dtype} in place (torch "
+                          "modules convert themselves, not a copy); pass a copy to keep yours as it was",
+                          stacklevel=_outside_zyn())
     return HFBackend(model, tokenizer, batch_size=batch_size, **options)
 
 
