@@ -160,3 +160,41 @@ def test_unusable_input_or_output_is_a_one_line_error(tiny_causal_dir, tmp_path,
     assert err.startswith("zyn: error:") and len(err.splitlines()) == 1
     assert {"not utf-8": "not UTF-8 text (line 2", "directory": "is a directory",
             "no folder": "does not exist"}[case] in err
+
+
+def test_an_output_that_is_a_pipe_is_written_into_not_replaced(tiny_causal_dir, tmp_path):
+    """A device or a named pipe (/dev/null, mkfifo) is streamed into; renaming a finished
+    file over it would replace the device (as root, /dev/null itself)."""
+    import os
+    import stat
+    import threading
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "great film"}\n{"text": "awful"}\n')
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the pipe
+    assert [json.loads(line)["text"] for line in got[0].splitlines()] == ["great film", "awful"]
+    assert not (tmp_path / "pipe.jsonl.parts").exists()
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", os.devnull]) == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_outputs_get_the_mode_the_umask_gives(tiny_causal_dir, tmp_path):
+    import os
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "great film"}\n')
+    old = os.umask(0o022)
+    try:
+        for name in ("out.jsonl", "out.csv", "out.parquet"):
+            assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output",
+                         str(tmp_path / name)]) == 0
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # mkstemp alone gave 0600
+    finally:
+        os.umask(old)

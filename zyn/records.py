@@ -111,12 +111,34 @@ def check_output(output: str, input_path: str) -> None:
                          "only when the run succeeds)")
 
 
+def is_special_file(path: str) -> bool:
+    """Whether `path` exists and is neither a regular file nor a folder: a device such as
+    /dev/null, a named pipe, a socket. Such an output is written in place, never renamed over."""
+    p = Path(path)
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode a file created at `target` would get: the old file's, else 0666 less the umask."""
+    with contextlib.suppress(OSError):
+        return target.stat().st_mode & 0o777
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary file name next to `path`, renamed over `path` when the block ends
-    without an error (the caller writes and closes the file inside the block)."""
+    without an error (the caller writes and closes the file inside the block). The file
+    gets the mode a plain ``open(path, "w")`` would give it (mkstemp's is 0600). A
+    `path` that is a device or a pipe (`is_special_file`) is written in place."""
     target = Path(path)
+    if is_special_file(path):
+        yield path
+        return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.fchmod(fd, _new_file_mode(target))
     os.close(fd)
     try:
         yield tmp

@@ -42,7 +42,7 @@ from ..corpus.select import Selector
 from ..corpus.shards import local_device, parse_shard, shard_from_env, shard_path, shard_range
 from ..corpus.writers import output_kind
 from ..errors import InputError, ZynError
-from ..records import as_input, check_output, check_record
+from ..records import as_input, check_output, check_record, is_special_file
 from .common import add_model_options, load_reward_model
 
 CHUNK = 1024  # rows per commit and per scoring call: bounds memory and the work a crash loses
@@ -89,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
                          "pass it to `zyn merge` instead")
     if args.device is None and shard:
         args.device = local_device()
-    if args.output == "-":
+    if args.output == "-" or is_special_file(args.output):  # standard output, /dev/null, a pipe: streamed
         if shard or args.resume:
-            raise InputError("--shard and --resume need --output FILE")
-        return _to_stdout(args, selector, err)
+            raise InputError("--shard and --resume need --output FILE (a regular file)")
+        if args.output != "-" and output_kind(args.output) == "parquet":
+            raise InputError(f"output: {args.output} is not a regular file; Parquet is written to files only")
+        return _to_stream(args, selector, err)
     output = shard_path(args.output, *shard) if shard else args.output
     check_output(output, args.input)
     reader = open_input(args.input)
@@ -152,8 +154,10 @@ def _score_into(folder: WorkFolder, rm, reader, start: int, end: int | None, arg
             progress.advance(task, len(chunk))
 
 
-def _to_stdout(args, selector: Selector, err: Console) -> int:
-    """Stream scored rows to standard output (no parts, no resume)."""
+def _to_stream(args, selector: Selector, err: Console) -> int:
+    """Stream scored rows to standard output, or into an output that is not a regular
+    file (a device such as /dev/null, a named pipe), written in place: no parts, no
+    resume (renaming a finished file over it would replace the device or the pipe)."""
     import sys
 
     from ..corpus.writers import CsvWriter, JsonlWriter
@@ -161,7 +165,18 @@ def _to_stdout(args, selector: Selector, err: Console) -> int:
     reader = open_input(args.input)
     rm = load_reward_model(args)
     names = [q.name for q in rm.prompt_set.questions]
-    writer = CsvWriter(sys.stdout) if input_kind(args.input) == "csv" else JsonlWriter(sys.stdout)
+    if args.output == "-":
+        stream, csv = sys.stdout, input_kind(args.input) == "csv"
+    else:
+        stream, csv = open(args.output, "w", encoding="utf-8", newline=""), output_kind(args.output) == "csv"
+    try:
+        return _write_stream(args, selector, err, reader, rm, names, CsvWriter(stream) if csv else JsonlWriter(stream))
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+def _write_stream(args, selector: Selector, err: Console, reader, rm, names, writer) -> int:
     all_bad: list[tuple[int, str]] = []
     scored = 0
     for chunk in reader.chunks(0, None, args.chunk_rows):
