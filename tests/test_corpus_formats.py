@@ -35,6 +35,31 @@ def test_jsonl_and_csv_readers_number_lines_and_skip_blank_ones(tmp_path):
     assert [(x.index, x.number, x.value["text"]) for x in open_input(str(c)).rows(1)] == [(1, 4, "b")]
 
 
+@pytest.mark.parametrize("reader", ["corpus", "records"])
+def test_uneven_csv_rows_boms_long_cells_and_non_objects_are_named(tmp_path, reader):
+    """Both readers (zyn score's, and zyn eval's and probe's) name what is wrong with a
+    row instead of failing on it; a byte-order mark is not part of the first column."""
+    from zyn.records import read_records
+
+    def rows(path):
+        if reader == "corpus":
+            return [(r.number, r.value) for r in open_input(str(path)).rows()]
+        good, bad = read_records(str(path))
+        return sorted([(n, v) for n, v in good] + [(b.line, b.reason) for b in bad])
+
+    c = tmp_path / "in.csv"
+    c.write_bytes(b"\xef\xbb\xbftext,id\nhello,1,extra\nfine,2\nshort\n" + b"x" * 200_000 + b",3\n")
+    got = rows(c)
+    assert got[0] == (2, "has 3 cells, more than the header's 2")
+    assert got[1] == (3, {"text": "fine", "id": "2"})  # no BOM in the first column's name
+    assert got[2] == (4, "has 1 cell, fewer than the header's 2")
+    assert got[3][1]["text"] == "x" * 200_000  # over the csv module's default 131,072
+    j = tmp_path / "in.jsonl"
+    j.write_bytes(b'\xef\xbb\xbf{"text": "a"}\n"str"\n[1]\n')
+    assert rows(j) == [(1, {"text": "a"}), (2, 'expected a JSON object such as {"text": ...}, got a JSON str'),
+                       (3, 'expected a JSON object such as {"text": ...}, got a JSON list')]
+
+
 def test_parquet_in_parquet_out_with_a_bad_row_named_by_row(tiny_causal_dir, tmp_path, capsys):
     src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
     t = _table(40)

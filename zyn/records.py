@@ -57,7 +57,7 @@ def _read_text(path: str) -> str:
         raise InputError(f"input: no such file {path!r}")
     data = p.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not part of the text
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise InputError(f"input: {path} is not UTF-8 text (line {line}, byte {e.start}: "
@@ -66,18 +66,51 @@ def _read_text(path: str) -> str:
 
 def _jsonl_rows(text: str) -> Iterable[tuple[int, Any]]:
     for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield n, json.loads(raw)
-        except json.JSONDecodeError as e:
-            yield n, f"not valid JSON ({e.msg} at column {e.colno})"
+        if raw.strip():
+            yield n, json_record(raw)
 
 
 def _csv_rows(text: str) -> Iterable[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        yield reader.line_num, dict(row)
+    yield from csv_records(io.StringIO(text))
+
+
+def json_record(line: str) -> Any:
+    """One JSONL line's record, or why it is not one (a string: the reason)."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at column {e.colno})"
+    except RecursionError:
+        return "JSON nested too deeply"
+    if not isinstance(value, dict):
+        return f"expected a JSON object such as {{\"text\": ...}}, got a JSON {type(value).__name__}"
+    return value
+
+
+CSV_FIELD_LIMIT = 64 * 2**20  # characters in one CSV cell (the csv module's default is 131,072)
+
+
+def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, record or the reason it is not one) of CSV text with a header row;
+    a row with more or fewer cells than the header is a reason, not a record."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.DictReader(lines, restkey=_EXTRA, restval=_MISSING)
+    try:
+        for row in reader:
+            header = len(reader.fieldnames or ())
+            if _EXTRA in row:
+                yield reader.line_num, f"has {header + len(row[_EXTRA])} cells, more than the header's {header}"
+            elif any(v is _MISSING for v in row.values()):
+                cells = sum(v is not _MISSING for v in row.values())
+                yield reader.line_num, f"has {cells} cell{'s' * (cells != 1)}, fewer than the header's {header}"
+            else:
+                yield reader.line_num, dict(row)
+    except csv.Error as e:
+        raise InputError(f"input: CSV line {reader.line_num}: {e}") from None
+
+
+_EXTRA, _MISSING = "\0zyn-extra-cells", object()
 
 
 def check_record(row: Any, field: str) -> str | None:

@@ -7,8 +7,6 @@ line of a JSONL or CSV file, the 1-based row of a Parquet file or dataset.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
+from ..records import csv_records, json_record
 
 FORMATS = ("jsonl", "csv", "parquet", "dataset")
 
@@ -90,6 +89,8 @@ def _decoded_lines(spec: str) -> Iterator[tuple[int, str]]:
     offset = 0
     try:
         for n, raw in enumerate(stream, start=1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark (Excel's "CSV UTF-8")
+                raw, offset = raw[3:], 3
             try:
                 yield n, raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -118,25 +119,18 @@ class JsonlReader(Reader):
             if stop is not None and index >= stop:
                 return
             if index >= start:
-                yield Row(index, n, _parse_json(text))
+                yield Row(index, n, json_record(text))
             index += 1
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        return f"not valid JSON ({e.msg} at column {e.colno})"
 
 
 class CsvReader(Reader):
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
-        reader = csv.DictReader(text for _, text in _decoded_lines(self.spec))
-        for index, record in enumerate(reader):
+        records = csv_records(text for _, text in _decoded_lines(self.spec))
+        for index, (line, record) in enumerate(records):
             if stop is not None and index >= stop:
                 return
             if index >= start:
-                yield Row(index, reader.line_num, dict(record))
+                yield Row(index, line, record)
 
 
 class _ArrowRows(Reader):
