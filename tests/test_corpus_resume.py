@@ -121,3 +121,24 @@ def _interrupt_at(monkeypatch, marker: str):
         return real(self, inputs)
 
     monkeypatch.setattr(ZeroShotRewardModel, "score_detailed", score_detailed)
+
+
+def test_an_edited_prompt_file_is_not_resumed(tiny_causal_dir, tmp_path, capsys, monkeypatch):
+    """The same --prompt path with other contents would mix two rewards in one output."""
+    src, out, yaml = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "my.yaml"
+    src.write_text(_reviews(200))
+    yaml.write_text("name: my\nquestions:\n  - {name: q, template: 'Review: {{ text }}\\nIs it positive?'}\n")
+    args = ["score", "--model", tiny_causal_dir, "--prompt", str(yaml), "--input", str(src), "--output", str(out),
+            "--chunk-rows", "64"]
+    _interrupt_at(monkeypatch, "review number 150 ")
+    assert main(args) == 130
+    monkeypatch.undo()
+    yaml.write_text(yaml.read_text().replace("{name: q,", "{name: q, reward_answer: no,"))
+    assert main(args + ["--resume"]) == 2
+    assert "written with prompt_set = " in capsys.readouterr().err
+
+
+def test_resume_from_standard_input_is_refused(tiny_causal_dir, tmp_path, capsys):
+    assert main(["score", "--model", tiny_causal_dir, "--input", "-", "--output", str(tmp_path / "o.jsonl"),
+                 "--resume"]) == 2
+    assert "--resume needs --input FILE" in capsys.readouterr().err

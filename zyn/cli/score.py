@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if args.output != "-" and output_kind(args.output) == "parquet":
             raise InputError(f"output: {args.output} is not a regular file; Parquet is written to files only")
         return _to_stream(args, selector, err)
+    if args.resume and args.input == "-":
+        raise InputError("--resume needs --input FILE: standard input cannot be checked to be the same stream")
     output = shard_path(args.output, *shard) if shard else args.output
     check_output(output, args.input)
     reader = open_input(args.input)
@@ -103,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     rm = load_reward_model(args)
     fmt = output_kind(output)
     notes: list[str] = []
-    folder = WorkFolder.open(output, "parquet" if fmt == "parquet" else "jsonl", _run_key(args, reader, start, end),
-                             resume=args.resume, notes=notes)
+    folder = WorkFolder.open(output, "parquet" if fmt == "parquet" else "jsonl",
+                             _run_key(args, reader, start, end, rm), resume=args.resume, notes=notes)
     for note in notes:
         err.print(note, markup=False)
     done = folder.resume_point(start)
@@ -123,11 +125,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_key(args, reader, start: int, end: int | None) -> dict:
-    """What the committed parts depend on: a resumed run must match it."""
+def _run_key(args, reader, start: int, end: int | None, rm) -> dict:
+    """What the committed parts depend on: a resumed run must match it, down to the
+    prompt set's contents (its YAML may be edited between runs) and the weights of a
+    model zyn loaded from its cache or a folder."""
+    import hashlib
+    import json
+
+    prompt_set = json.dumps(rm.prompt_set.to_dict(), sort_keys=True, default=str)
+    model = getattr(getattr(rm.backend, "model", None), "zyn_checkpoint", None) or _folder_identity(args.model)
     return {"input": reader.identity(), "input_kind": input_kind(args.input), "field": args.field,
             "model": args.model, "prompt": args.prompt, "reward": args.reward, "dtype": args.dtype,
-            "rows": [start, end], "chunk_rows": args.chunk_rows}
+            "rows": [start, end], "chunk_rows": args.chunk_rows,
+            "prompt_set": hashlib.sha256(prompt_set.encode()).hexdigest()[:16], "weights": model}
+
+
+def _folder_identity(spec: str) -> str | None:
+    """Names, sizes and modification times of a model folder's files (None for other models)."""
+    import hashlib
+    import os
+
+    if not os.path.isdir(spec):
+        return None
+    entries = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in os.scandir(spec) if f.is_file())
+    return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
 
 
 def _progress(err: Console, total: int | None, done: int, chunk: int) -> Progress:
