@@ -198,3 +198,13 @@ def test_outputs_get_the_mode_the_umask_gives(tiny_causal_dir, tmp_path):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # mkstemp alone gave 0600
     finally:
         os.umask(old)
+
+
+def test_answers_the_tokenizer_cannot_read_stop_the_run_even_with_skip_bad(tiny_causal_dir, tmp_path, capsys):
+    """Every row would fail alike: one error and a failed exit, not every row skipped and 0."""
+    src, yaml, out = tmp_path / "in.jsonl", tmp_path / "oui.yaml", tmp_path / "out.jsonl"
+    src.write_text('{"text": "great film"}\n{"text": "awful"}\n')
+    yaml.write_text('name: t\nanswers: {yes: [Oui], no: [Non]}\nquestions: [{template: "{{ text }} ok?"}]\n')
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--prompt", str(yaml), "--skip-bad",
+                 "--output", str(out)]) == 2
+    assert "answer word 'Oui' (yes) is not a single token" in capsys.readouterr().err and not out.exists()

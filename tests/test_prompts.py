@@ -76,6 +76,8 @@ def test_bare_question():
      r"questions\[0\]\.calibration: needs a finite positive scale and a finite shift, got scale 1, shift nan"),
     ("name: t\nquestions: [{template: '{{ text }}', calibration: {scale: .inf}}]\n", r"questions\[0\]\.calibration: needs a finite"),
     ("name: t\nquestions: [{template: '{{ text }}', calibration: {shift: -.inf}}]\n", r"questions\[0\]\.calibration: needs a finite"),
+    ("name: t\nanswers: {yes: [Yes], no: [' yes', 'No']}\nquestions: [{template: '{{ text }}'}]\n",
+     r"answers: \['yes'\] is both a yes and a no answer"),
     ("name: t\npenalties: [{weight: 0}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),
     ("name: t\npenalties: [{weight: -2}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),
     ("name: t\npenalties: [{weight: .inf}]\nquestions: [{template: '{{ text }}'}]\n", r"penalties\[0\]\.weight: must be a positive"),

@@ -265,6 +265,10 @@ def _validate(ps: PromptSet) -> None:
     for side, words in zip(("yes", "no"), ps.answers):
         if not words or not all(isinstance(w, str) and w.strip() for w in words):
             raise PromptError(f"{where}: answers.{side}: must be a non-empty list of words")
+    both = {w.strip().lower() for w in ps.answers[0]} & {w.strip().lower() for w in ps.answers[1]}
+    if both:
+        raise PromptError(f"{where}: answers: {sorted(both)} is both a yes and a no answer; each word must be "
+                          "one side's only")
     clash = set(ps.fields) & set(INPUT_VARIABLES)
     if clash:
         raise PromptError(f"{where}: fields: {sorted(clash)} are built-in variables; remove them")

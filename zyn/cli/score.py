@@ -264,8 +264,10 @@ def _not_the_records(e: Exception) -> bool:
     instead of blaming every row of the chunk."""
     import sys
 
-    if isinstance(e, (OSError, MemoryError)) or "OutOfMemory" in type(e).__name__:
-        return True
+    from ..errors import AnswerError
+
+    if isinstance(e, (OSError, MemoryError, AnswerError)) or "OutOfMemory" in type(e).__name__:
+        return True  # AnswerError: the prompt set's answers and the model's tokens do not fit, for every row
     remote = sys.modules.get("zyn.backends.remote.errors")  # loaded when a remote backend is in use
     if remote is None or not isinstance(e, remote.RemoteError):
         return False
