@@ -122,3 +122,14 @@ def test_eval_unreadable_inputs(tmp_path, capsys):
             path.write_bytes(b"\xff\xfe\x00bad")
         rc, out, err = run(capsys, "--input", path, "--output-dir", tmp_path / "o")
         assert rc == 2 and err.startswith("zyn: error:") and err.strip().count("\n") == 0, err
+
+
+def test_outputs_that_would_destroy_the_input_or_cannot_be_written_are_refused_first(tmp_path, data, capsys):
+    before = data.read_text()
+    rc, _, err = run(capsys, "--input", data, "--calibrate", "platt", "--save-calibrated", data)
+    assert rc == 2 and "--save-calibrated: " in err and "is the input file" in err
+    assert data.read_text() == before  # the labelled data is still there
+    rc, _, err = run(capsys, "--input", data, "--calibrate", "platt", "--save-calibrated", tmp_path / "no" / "x.yaml")
+    assert rc == 2 and "--save-calibrated: the folder" in err and "does not exist" in err
+    rc, _, err = run(capsys, "--input", data, "--output-dir", data)
+    assert rc == 2 and "--output-dir: " in err and "is a file; give a folder" in err

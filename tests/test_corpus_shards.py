@@ -69,6 +69,21 @@ def test_three_shards_merge_to_the_unsharded_run(tiny_causal_dir, tmp_path, monk
     assert [r["p_yes"] for r in merged] == pytest.approx([r["p_yes"] for r in whole], abs=1e-5)  # float32: batches differ
 
 
+def test_csv_shards_merge_with_numbers_and_selections(tiny_causal_dir, tmp_path):
+    """CSV keeps text only: the merged scores are numbers again, so --min-p and --pairs work."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(_reviews(12))
+    (tmp_path / "shards").mkdir()
+    for i in range(2):
+        assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output",
+                     str(tmp_path / "shards" / "s.csv"), "--shard", f"{i}/2"]) == 0
+    assert main(["merge", str(tmp_path / "m.jsonl"), str(tmp_path / "shards"), "--min-p", "0"]) == 0
+    merged = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert len(merged) == 12 and all(isinstance(r["p_yes"], float) and isinstance(r["reward"], float) for r in merged)
+    with pytest.raises(SystemExit):  # argparse: "expected a probability from 0 to 1, got 2"
+        main(["merge", str(tmp_path / "m2.jsonl"), str(tmp_path / "shards"), "--min-p", "2"])
+
+
 def test_group_by_is_refused_with_shards(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text(_reviews(4))

@@ -62,3 +62,19 @@ def add_judge_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_JUDGE, help=MODEL_HELP)
     p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
                    help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")
+
+
+def output_folder(path: str, option: str = "--output-dir"):
+    """`path` as a folder that exists (made if need be), checked before any scoring."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option}: {path} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{option}: cannot make the folder {path}: {e.strerror}") from None
+    return folder

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .common import output_folder
 
 _TRUE = {"1", "true", "yes", "pos", "positive"}
 _FALSE = {"0", "false", "no", "neg", "negative"}
@@ -36,7 +37,7 @@ PLATT = "platt"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .common import add_judge_options, add_run_options
+    from .common import add_judge_options, add_run_options, positive_int
 
     p = sub.add_parser("eval", help="measure prompt sets against labelled data (AUROC, accuracy, calibration)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-calibrated", metavar="OUT.yaml",
                    help="write the calibrated prompt set (with several --prompt, put {name} in the path)")
     p.add_argument("--output-dir", default="zyn-eval", help="where results.json and the plots go (default: zyn-eval)")
-    p.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE and reliability (default: 10)")
-    p.add_argument("--limit", type=int, help="use only the first N labelled rows")
+    p.add_argument("--bins", type=positive_int, default=10, help="equal-width bins for ECE and reliability (default: 10)")
+    p.add_argument("--limit", type=positive_int, help="use only the first N labelled rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the Platt cross-fitting split (default: 0)")
     add_run_options(p)
     p.set_defaults(func=run)
@@ -248,17 +249,31 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def save_calibrated(results: dict, prompt_sets: list, pattern: str) -> list[Path]:
-    from ..calibration import calibrated_prompt_set
+def calibrated_paths(pattern: str, prompt_sets: list, input_path: str) -> dict[str, Path]:
+    """Where --save-calibrated writes each prompt set's calibrated copy, checked before
+    any scoring (a folder that exists, not the input file, not a folder)."""
+    from ..records import check_output
 
     if len(prompt_sets) > 1 and "{name}" not in pattern:
         raise InputError("--save-calibrated: with several --prompt, put {name} in the path (e.g. cal_{name}.yaml)")
+    paths = {ps.name: Path(pattern.replace("{name}", ps.name)) for ps in prompt_sets}
+    for path in paths.values():
+        try:
+            check_output(str(path), input_path)
+        except InputError as e:
+            raise InputError(f"--save-calibrated: {str(e).removeprefix('output: ')}") from None
+    return paths
+
+
+def save_calibrated(results: dict, prompt_sets: list, paths: dict[str, Path]) -> list[Path]:
+    from ..calibration import calibrated_prompt_set
+
     written = []
     by_name = {ps.name: ps for ps in prompt_sets}
     for run in results["runs"]:
         if run["variant"] == "as given" or not run["calibration"]:
             continue
-        path = Path(pattern.replace("{name}", run["prompt_set"]))
+        path = paths[run["prompt_set"]]
         calibrated_prompt_set(by_name[run["prompt_set"]], run["calibration"]).to_yaml(path)
         written.append(path)
     return written
@@ -278,9 +293,9 @@ def run(args: argparse.Namespace) -> int:
     names = [ps.name for ps in prompt_sets]
     if len(set(names)) != len(names):
         raise InputError(f"--prompt: prompt-set names must differ, got {names}")
+    calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
     records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(args.output_dir)
 
     console = Console()
     with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
@@ -292,6 +307,6 @@ def run(args: argparse.Namespace) -> int:
     (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
     written = [out_dir / "results.json", *write_plots(results, out_dir)]
     if args.save_calibrated:
-        written += save_calibrated(results, prompt_sets, args.save_calibrated)
+        written += save_calibrated(results, prompt_sets, calibrated)
     console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
     return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 
 from ..corpus.output import write_output
-from ..corpus.readers import open_input
+from ..corpus.readers import input_kind, open_input
 from ..corpus.shards import order_shards
 from ..corpus.writers import output_kind
+from ..errors import InputError
 from ..records import check_output
 from .score import add_selection_options, selector_of
 
@@ -38,5 +39,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _records(path: str):
+    csv = input_kind(path) == "csv"
     for chunk in open_input(path).chunks(0, None, 1024):
-        yield [row.value for row in chunk]
+        rows = [row.value for row in chunk]
+        bad = next((row for row in chunk if not isinstance(row.value, dict)), None)
+        if bad is not None:
+            raise InputError(f"{path}: {open_input(path).unit} {bad.number}: {bad.value}; is it a shard "
+                             "`zyn score` wrote?")
+        yield [_numbers(r) for r in rows] if csv else rows
+
+
+def _numbers(row: dict) -> dict:
+    """A CSV shard's score columns as numbers again (CSV keeps text only)."""
+    out = dict(row)
+    for key, value in row.items():
+        if isinstance(key, str) and (key in SCORE_COLUMNS or key.startswith("p_yes/")) and isinstance(value, str):
+            try:
+                out[key] = float(value) if value else None
+            except ValueError:
+                raise InputError(f"column {key!r}: {value!r} is not a number; is it a shard `zyn score` "
+                                 "wrote?") from None
+    return out
+
+
+SCORE_COLUMNS = ("p_yes", "reward", "penalty")

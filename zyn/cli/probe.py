@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .common import output_folder
 
 COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_rate", "lower"),
            ("flip_rate", "flips"), ("neg_flip_up", "neg→yes"), ("auroc_attacked", "AUROC"))
@@ -29,7 +30,7 @@ COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_r
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..probe import PERTURBATIONS
-    from .common import add_judge_options, add_run_options
+    from .common import add_judge_options, add_run_options, positive_int
 
     p = sub.add_parser("probe", help="measure how a reward moves under hacks (repetition, injection, ...)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positive", metavar="VALUE", help="the label value of the positive class")
     p.add_argument("--perturb", action="append", metavar="NAME", choices=list(PERTURBATIONS),
                    help=f"a perturbation to apply; repeat for several (default: all of {', '.join(PERTURBATIONS)})")
-    p.add_argument("--limit", type=int, help="use only the first N rows")
+    p.add_argument("--limit", type=positive_int, help="use only the first N rows")
     p.add_argument("--output-dir", default="zyn-probe", help="where probe.json and probe.png go (default: zyn-probe)")
     add_run_options(p)
     p.set_defaults(func=run)
@@ -217,8 +218,7 @@ def run(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(args.perturb or PERTURBATIONS))
     records, labels = load_texts(args.input, args.field, None if args.no_labels else args.label_field,
                                  args.positive, args.limit)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(args.output_dir)
 
     console = Console()
     total = len(records) * (1 + len(names))

@@ -43,7 +43,7 @@ from ..corpus.shards import local_device, parse_shard, shard_from_env, shard_pat
 from ..corpus.writers import output_kind
 from ..errors import InputError, ZynError
 from ..records import as_input, check_output, check_record, is_special_file
-from .common import add_model_options, load_reward_model
+from .common import add_model_options, load_reward_model, probability
 
 CHUNK = 1024  # rows per commit and per scoring call: bounds memory and the work a crash loses
 
@@ -70,7 +70,7 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", choices=["best"], help="keep the highest-reward row of each group (best of n)")
     p.add_argument("--pairs", action="store_true", help="write one chosen/rejected pair per group "
                    "(TRL preference format: prompt, chosen, rejected, margin)")
-    p.add_argument("--min-p", type=float, metavar="P", help="drop rows whose P(yes) is below P")
+    p.add_argument("--min-p", type=probability, metavar="P", help="drop rows whose P(yes) is below P")
 
 
 def selector_of(args: argparse.Namespace) -> Selector:
