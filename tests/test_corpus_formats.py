@@ -84,3 +84,24 @@ def test_a_saved_dataset_folder_is_an_input(tiny_causal_dir, tmp_path):
     assert main(["score", "--model", tiny_causal_dir, "--input", str(folder), "--field", "review",
                  "--output", str(out)]) == 0
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_one_line_errors_for_mixed_parquet_columns_sharded_stdin_and_an_unreachable_hub(
+        tiny_causal_dir, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a", "x": 1}\n{"text": "b", "x": "s"}\n')
+    out = tmp_path / "out.parquet"
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert "rows 1-2 mix types in a column" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out.parquet.parts").exists()  # nothing left to block a rerun
+    assert main(["score", "--model", tiny_causal_dir, "--input", "-", "--output", str(tmp_path / "o.jsonl"),
+                 "--shard", "0/2"]) == 2
+    assert "--shard needs --input FILE" in capsys.readouterr().err
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'imdb' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert main(["score", "--model", tiny_causal_dir, "--input", "hf:imdb", "--output", str(tmp_path / "h.jsonl")]) == 2
+    assert "input: hf:imdb: the dataset could not be loaded (ConnectionError" in capsys.readouterr().err

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if args.output != "-" and output_kind(args.output) == "parquet":
             raise InputError(f"output: {args.output} is not a regular file; Parquet is written to files only")
         return _to_stream(args, selector, err)
+    if shard and args.input == "-":
+        raise InputError("--shard needs --input FILE: the rows are counted to split them")
     if args.resume and args.input == "-":
         raise InputError("--resume needs --input FILE: standard input cannot be checked to be the same stream")
     output = shard_path(args.output, *shard) if shard else args.output
@@ -116,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err.print(f"{folder.committed_rows()} rows committed in {folder.path}: rerun with --resume to continue",
                   markup=False)
+        raise
+    except ZynError:
+        if not folder.committed_rows() and not folder.stopped_on_bad_rows():  # nothing to resume: no folder left
+            folder.remove()
         raise
     bad = folder.bad_rows()
     scored = folder.committed_rows() - len(bad)

@@ -69,7 +69,11 @@ class ParquetWriter:
 
         if not records:
             return
-        table = pa.Table.from_pylist(records)
+        try:
+            table = pa.Table.from_pylist(records)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise InputError(f"output: rows {self.rows + 1}-{self.rows + len(records)} mix types in a column "
+                             f"({e}); Parquet needs one type per column (write .jsonl instead)") from None
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         elif table.schema != self._writer.schema:
