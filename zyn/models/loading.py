@@ -125,6 +125,12 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
             raise ModelNotFoundError(f"cannot load the folder {folder}: {e}") from e
         raise ModelNotFoundError(f"could not load {src.name!r} ({e}). Without model-hub access use an "
                                  f"offline preset: {', '.join(PRESETS)}") from e
+    except ValueError as e:  # e.g. "Unrecognized model": a folder without a usable config.json
+        if src.kind != "local" or isinstance(e, ModelError):
+            raise
+        raise ModelError(f"cannot load the folder {folder}: it is not a transformers model folder "
+                         f"({str(e).splitlines()[0]}); it needs config.json, the weights and the tokenizer "
+                         "(save_pretrained writes them)") from e
     if src.kind in ("preset", "gguf"):
         # The cached checkpoint's identity: what the backend's checks measure once per
         # model is kept under it (`backends.hf.checks`). Hub ids and local folders have
