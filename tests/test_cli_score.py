@@ -64,6 +64,10 @@ def test_prompts_validate_and_show(tmp_path, capsys, tiny_causal_dir):
     assert main(["prompts", "validate", "prompts/sentiment.yaml", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "ok" in out and "uses no input variable" in out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert main(["prompts", "validate", str(broken)]) == 1
+    assert "expected ',' or ']'" in capsys.readouterr().out  # YAML's own brackets, not read as markup
     assert main(["prompts", "show", "sentiment", "--model", tiny_causal_dir]) == 0
     out = capsys.readouterr().out
     assert "Is the reviewer's opinion of the film favourable?" in out and "<|assistant|>" in out and "yes:" in out

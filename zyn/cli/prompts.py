@@ -5,6 +5,7 @@ import argparse
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import ZynError
 from ..prompts import available_prompt_sets, load_prompt_set
@@ -43,10 +44,11 @@ def run_validate(args) -> int:
     for path in args.files:
         try:
             ps = load_prompt_set(path if path.endswith((".yaml", ".yml")) else path + ".yaml")
-            console.print(f"[green]ok[/green]  {path}: {ps.name} ({len(ps.questions)} question(s))")
+            console.print(Text("ok", style="green") + Text(f"  {path}: {ps.name} ({len(ps.questions)} question(s))"),
+                          highlight=False)
         except ZynError as e:
             failed += 1
-            console.print(f"[red]bad[/red] {e}", markup=True, highlight=False)
+            console.print(Text("bad", style="red") + Text(f" {e}"), highlight=False)  # the error's own brackets kept
     return 1 if failed else 0
 
 
@@ -59,8 +61,9 @@ def run_show(args) -> int:
             raise ZynError(f"--field {item!r}: expected KEY=VALUE")
         record[key] = value
     console = Console()
-    console.print(f"[bold]{ps.name}[/bold] v{ps.version}  reward={ps.reward}  combine={ps.combine}  "
-                  f"answers yes={list(ps.answers[0])} no={list(ps.answers[1])}  chat_template={ps.chat_template}")
+    console.print(Text(ps.name, style="bold") + Text(f" v{ps.version}  reward={ps.reward}  combine={ps.combine}  "
+                  f"answers yes={list(ps.answers[0])} no={list(ps.answers[1])}  chat_template={ps.chat_template}"),
+                  highlight=False)  # Text: brackets in names and answers are not markup
     for p in ps.penalties:
         console.print(f"penalty: {p.weight:g} x {p.kind} (n={p.n}) off the combined log-odds; "
                       f"this text: {p.of(record['completion']):.3f}", markup=False, highlight=False)
