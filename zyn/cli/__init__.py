@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 
-from ..errors import ZynError
+from ..errors import TruncationWarning, ZynError
 
 _GROUPS = ("score", "merge", "prompts", "models", "eval", "probe", "serve")
 
@@ -54,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+_python_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """zyn's own warnings as their message alone (they say what happened; where in zyn's
+    code they were raised is of no use on the command line); others as Python formats them."""
+    if issubclass(category, TruncationWarning) or str(message).startswith("zyn:"):
+        return str(message)
+    return _python_format(message, category, filename, lineno, line)
+
+
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
@@ -61,6 +72,8 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, show_time=False)])
     logging.captureWarnings(True)
     warnings.simplefilter("default")
+    warnings.simplefilter("always", TruncationWarning)  # each call's count (a chunk's), not only the first
+    warnings.formatwarning = _format_warning
     # transformers is chatty about generation flags that do not apply to a single forward
     # pass, and draws a progress bar for every weight load
     logging.getLogger("transformers").setLevel(logging.INFO if verbose else logging.ERROR)
