@@ -357,14 +357,34 @@ def create_app(models: Mapping[str, Any], *, default: str | None = None,
     return app
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="what went wrong, and the fix")
+
+
+# every error answer the scoring routes give, so that a client generated from the schema knows them
+_ERRORS: dict = {status: {"model": ErrorBody, "description": text} for status, text in {
+    400: "the body is not valid JSON",
+    401: "the API key is missing or wrong",
+    403: "the client is outside the trusted networks and sent no key",
+    404: "no such prompt set is loaded",
+    408: "the body did not arrive within --body-timeout",
+    413: "the body is larger than --max-body-mb",
+    422: "the body does not match the schema, breaks a limit, or an item cannot be scored (named)",
+    499: "the client closed the connection before the answer (its unscored items were dropped)",
+    502: "the judge's remote engine failed (retry later)",
+    503: "overloaded or shutting down (retry after Retry-After)",
+    504: "scoring took longer than --timeout",
+}.items()}
+
+
 def _router():
     from fastapi import APIRouter
 
     r = APIRouter()
     r.add_api_route("/v1/rewards", post_rewards, methods=["POST"], response_model=RewardResponse,
-                    summary="Score texts or records")
+                    summary="Score texts or records", responses=_ERRORS)
     r.add_api_route("/get_reward", post_get_reward, methods=["POST"], response_model=OpenRLHFResponse,
-                    summary="OpenRLHF remote reward protocol")
+                    summary="OpenRLHF remote reward protocol", responses=_ERRORS)
     r.add_api_route("/health", get_health, methods=["GET"], summary="Liveness and loaded prompt sets")
     r.add_api_route("/metrics", get_metrics, methods=["GET"], response_class=PlainTextResponse,
                     summary="Prometheus metrics")
