@@ -51,6 +51,10 @@ def test_bare_question():
     ps = load_prompt_set("Is this text about cats?")
     (q,) = ps.render("I love my cat.")
     assert q.user == "I love my cat.\n\nIs this text about cats?"
+    (q,) = load_prompt_set("Is {{ text }} polite?").render("you idiot")  # a question that places the text
+    assert q.user == "Is you idiot polite?"
+    with pytest.raises(PromptError, match=r"undefined variable\(s\) \['txt'\]"):
+        load_prompt_set("Is {{ txt }} polite?")
 
 
 @pytest.mark.parametrize("body, match", [

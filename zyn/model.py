@@ -274,7 +274,7 @@ def _check_inputs(inputs: Any) -> list[Any]:
     for i, item in enumerate(items):
         if item is None:
             raise InputError(f"item {i} is None; pass a string (it may be empty) or a record")
-        if not isinstance(item, (str, dict)):
+        if not isinstance(item, (str, Mapping)):
             raise InputError(f"item {i}: expected a string or a record (dict), got {type(item).__name__}")
     return items
 

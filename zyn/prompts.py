@@ -621,7 +621,11 @@ def load_prompt_set(spec: Any) -> PromptSet:
 
 
 def question_prompt_set(question: str) -> PromptSet:
-    """A one-question prompt set asking `question` about the text."""
+    """A one-question prompt set asking `question` about the text: after it, or where the
+    question places it when it is a template itself ("Is {{ text }} polite?")."""
+    if "{{" in question or "{%" in question:
+        return from_dict({"name": "question", "questions": [{"name": "question", "template": question}]},
+                         "<question>")
     return PromptSet(name="question", source="<question>",
                      questions=(Question("question", "{{ text }}\n\n{% raw %}" + question + "{% endraw %}"),))
 
