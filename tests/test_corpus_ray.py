@@ -27,6 +27,10 @@ def test_the_callable_adds_columns_in_order(tiny_causal_dir):
     assert list(out["p_yes/repetitive"]) == pytest.approx(expected.per_question["repetitive"])
     # the constructor's arguments are what Ray ships to the actors
     assert pickle.loads(pickle.dumps({"model": tiny_causal_dir, "prompt": "sentiment_robust"}))
+    # a row that cannot be scored is NaN; the rest of its batch is scored
+    out = scorer({"text": np.array(["good", None, "fine"], dtype=object)})
+    assert np.isnan(out["p_yes"][1]) and np.isnan(out["reward"][1])
+    assert [out["p_yes"][0], out["p_yes"][2]] == pytest.approx([expected.p_yes[0], expected.p_yes[2]])
 
 
 def test_map_batches_on_an_actor_pool_of_two(tiny_causal_dir, cluster):

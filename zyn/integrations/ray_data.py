@@ -27,10 +27,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..records import as_input
+from .shared import score_each
 
 
 class ZynScorer:
-    """A `Dataset.map_batches` callable adding P(yes) and reward columns.
+    """A `Dataset.map_batches` callable adding P(yes) and reward columns (NaN for a row
+    that cannot be scored, such as a null text: the rest of its batch is scored).
 
     Args:
         model: what `ZeroShotRewardModel` accepts as a string (hub id, folder, preset,
@@ -59,12 +61,15 @@ class ZynScorer:
         lists = {k: _as_list(v) for k, v in columns.items()}
         n = len(next(iter(lists.values()))) if lists else 0
         records = [{k: v[i] for k, v in lists.items()} for i in range(n)]
-        scores = self.rm.score_detailed([as_input(r, self.field) for r in records])
-        columns["p_yes"] = np.asarray(scores.p_yes, dtype=np.float64)
-        columns["reward"] = np.asarray(scores.rewards, dtype=np.float64)
+        # a row that cannot be scored (a null text, a lone surrogate) gets NaN, not the whole batch an error
+        rows = score_each(self.rm, [as_input(r, self.field) for r in records])
+        nan = float("nan")
+        columns["p_yes"] = np.asarray([nan if r is None else r[1] for r in rows], dtype=np.float64)
+        columns["reward"] = np.asarray([nan if r is None else r[0] for r in rows], dtype=np.float64)
         if len(self.names) > 1:
             for name in self.names:
-                columns[f"p_yes/{name}"] = np.asarray(scores.per_question[name], dtype=np.float64)
+                columns[f"p_yes/{name}"] = np.asarray([nan if r is None else r[2][name] for r in rows],
+                                                      dtype=np.float64)
         if hasattr(batch, "columns"):
             import pandas as pd
 
