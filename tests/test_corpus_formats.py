@@ -105,3 +105,18 @@ def test_one_line_errors_for_mixed_parquet_columns_sharded_stdin_and_an_unreacha
     monkeypatch.setattr(datasets, "load_dataset", offline)
     assert main(["score", "--model", tiny_causal_dir, "--input", "hf:imdb", "--output", str(tmp_path / "h.jsonl")]) == 2
     assert "input: hf:imdb: the dataset could not be loaded (ConnectionError" in capsys.readouterr().err
+
+
+def test_outputs_are_valid_json_and_csv_cells_hold_json():
+    """NaN (a score an engine left undefined, a NaN in the input) is null in JSONL, empty
+    in CSV; nested values are JSON in a CSV cell, not Python's repr."""
+    import io
+
+    from zyn.corpus.writers import CsvWriter, json_line
+
+    line = json_line({"p_yes": float("nan"), "x": [1.0, float("inf")], "raw": b"ok"})
+    assert json.loads(line) == {"p_yes": None, "x": [1.0, None], "raw": "ok"} and "NaN" not in line
+    out = io.StringIO()
+    writer = CsvWriter(out)
+    writer.write([{"a": {"n": [1]}, "p_yes": float("nan")}])
+    assert out.getvalue().splitlines()[1] == '"{""n"": [1]}",'

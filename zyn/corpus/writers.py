@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from typing import IO
 
 from ..errors import InputError
@@ -17,8 +18,44 @@ def output_kind(path: str) -> str:
 
 
 def json_line(record: dict) -> str:
-    # default=str: Parquet inputs may hold dates and decimals, which JSON lacks
-    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    """One JSONL line. NaN and infinities (a score a remote engine left undefined, a NaN
+    in the input) become null: JSON has no such numbers, and readers refuse them. Dates
+    and decimals (Parquet inputs) become strings."""
+    try:
+        return json.dumps(record, ensure_ascii=False, default=_bytes_or_str, allow_nan=False) + "\n"
+    except ValueError:  # a non-finite float somewhere
+        return json.dumps(_finite(record), ensure_ascii=False, default=_bytes_or_str, allow_nan=False) + "\n"
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _bytes_or_str(value):
+    """What JSON lacks: bytes as text when they are UTF-8 (else base64), the rest as str."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def _cell(value):
+    """A CSV cell: nested values as JSON (not Python's repr), NaN as empty."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_finite(value), ensure_ascii=False, default=_bytes_or_str)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
 
 
 class JsonlWriter:
@@ -45,7 +82,7 @@ class CsvWriter:
             self._csv = csv.DictWriter(self.out, fieldnames=header, extrasaction="ignore")
             self._csv.writeheader()
         if self._csv is not None:
-            self._csv.writerows(records)
+            self._csv.writerows({k: _cell(v) for k, v in r.items()} for r in records)
 
     def close(self) -> None:
         self.out.flush()
