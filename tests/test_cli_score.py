@@ -212,3 +212,14 @@ def test_answers_the_tokenizer_cannot_read_stop_the_run_even_with_skip_bad(tiny_
     assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--prompt", str(yaml), "--skip-bad",
                  "--output", str(out)]) == 2
     assert "answer word 'Oui' (yes) is not a single token" in capsys.readouterr().err and not out.exists()
+
+
+def test_verbose_after_the_subcommand(tiny_causal_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "great film"}\n')
+    from zyn.cli import build_parser
+
+    assert build_parser().parse_args(["score", "--input", str(src), "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", "prompts", "validate", "x.yaml"]).verbose is True
+    assert build_parser().parse_args(["prompts", "validate", "x.yaml", "--verbose"]).verbose is True
+    assert build_parser().parse_args(["prompts", "validate", "x.yaml"]).verbose is False

@@ -32,7 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
                 func=_missing(name, e.name))
             continue
         module.register(sub)
+    for command in sub.choices.values():  # -v after the subcommand too (zyn score ... -v)
+        _add_verbose(command)
     return parser
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    if "-v" not in p._option_string_actions:
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show info-level logs")
+    for action in p._actions:  # nested subcommands (zyn prompts validate ... -v)
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbose(child)
 
 
 def _missing(group: str, package: str):
