@@ -205,14 +205,16 @@ def _to_stream(args, selector: Selector, err: Console) -> int:
 
 def _write_stream(args, selector: Selector, err: Console, reader, rm, names, writer) -> int:
     all_bad: list[tuple[int, str]] = []
-    scored = 0
+    scored = written = 0
     for chunk in reader.chunks(0, None, args.chunk_rows):
         rows, bad = score_rows(rm, chunk, args.field, names)
         if bad and not args.skip_bad:
-            _stop(bad, args, reader.unit)
+            _stop(bad, args, reader.unit, streamed=written)
         all_bad += bad
         scored += len(rows)
-        writer.write(selector.feed(rows))
+        kept = selector.feed(rows)
+        writer.write(kept)
+        written += len(kept)
     writer.write(selector.finish())
     writer.close()
     _report_skipped(err, all_bad, reader.unit, scored)
@@ -280,12 +282,15 @@ def _not_the_records(e: Exception) -> bool:
     return not (isinstance(e, remote.RemoteStatusError) and 400 <= e.status < 500)
 
 
-def _stop(bad: list[tuple[int, str]], args: argparse.Namespace, unit: str, kept: int = 0, folder=None) -> None:
+def _stop(bad: list[tuple[int, str]], args: argparse.Namespace, unit: str, kept: int = 0, folder=None,
+          streamed: int = 0) -> None:
     lines = "\n".join(f"  {unit} {n}: {reason}" for n, reason in bad[:20])
     more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
     after = (f"\n  ({kept} rows scored before them are kept in {folder.path}: "
              "--resume --skip-bad continues from there)" if kept else "")
-    raise InputError(f"{len(bad)} bad record(s) in {args.input}, nothing written "
+    written = (f"stopped after writing {streamed} row(s) to {args.output if args.output != '-' else 'standard output'}"
+               if streamed else "nothing written")
+    raise InputError(f"{len(bad)} bad record(s) in {args.input}, {written} "
                      f"(fix them or pass --skip-bad):\n{lines}{more}{after}")
 
 
