@@ -3,14 +3,16 @@
 Routes
     POST /v1/rewards   zyn's own API: ``texts`` or ``items`` (records), optional ``prompt``
     POST /get_reward   OpenRLHF's remote reward protocol (``--reward.remote_url``)
-    GET  /health       liveness and what is loaded (no key needed)
+    GET  /health       liveness and what is loaded (no key needed); 503 "failing" while every
+                       batch fails (a remote judge's engine that is down), until one succeeds
     GET  /metrics      Prometheus text exposition
     GET  /docs         OpenAPI UI (FastAPI)
 
 Concurrent requests are gathered into model batches by `zyn.batcher.MicroBatcher`
 and scored on one worker thread, off the event loop; an item that cannot be scored
-fails only its own request (422 naming the item), and a large request is scored in
-turns with the others.
+fails only its own request (422 naming the item; /get_reward gives it the failure
+reward), a remote engine that fails is a 502 to retry, a client that hangs up stops
+its request, and a large request is scored in turns with the others.
 
 Abuse is bounded before it costs anything: `zyn.httpguard` checks the API key before
 the body is read, sets deadlines on headers and bodies and caps connections; here the
