@@ -2,6 +2,7 @@
 
 The tiny models are random: they check plumbing (padding, order, caches), not values.
 """
+import math
 import random
 
 import warnings
@@ -302,3 +303,20 @@ def test_small_call_runs_its_prefix_in_the_pass_and_a_large_one_caches_it(tiny_c
     # a single text's own "prefix" (all but its last token) is never worth a pass of its own
     one = [rm.backend.encode(q) for q in rm.prompt_set.render(TEXTS[1])]
     assert rm.backend.plan(one, *rm.prompt_set.answers).prefix == []
+
+
+@pytest.mark.parametrize("layout", ["packed", "rows"])
+def test_a_query_that_overflows_to_nan_does_not_take_its_pass_with_it(tiny_causal, layout):
+    """A NaN key is NaN even where the mask hides it, so a pass holding one query whose
+    activations are NaN is split until that query stands alone; the others keep the
+    numbers they get alone."""
+    import copy
+
+    model, tok = copy.deepcopy(tiny_causal[0]), tiny_causal[1]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tok.convert_tokens_to_ids("wful")] = float("nan")
+    texts = ["good film", "awful film", "good", "a great movie"]
+    got = ZeroShotRewardModel(model, tok, prompt="sentiment", layout=layout).score(texts)
+    alone = [ZeroShotRewardModel(model, tok, prompt="sentiment", layout="padded").score([t])[0] for t in texts]
+    assert math.isnan(got[1]) and math.isnan(alone[1])
+    assert [got[i] for i in (0, 2, 3)] == pytest.approx([alone[i] for i in (0, 2, 3)], abs=1e-5)

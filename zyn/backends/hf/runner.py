@@ -17,6 +17,7 @@ layer (`attention.last_layer_at` stands in for it, reading the answer positions 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,16 +76,23 @@ class Runner:
         return out  # type: ignore[return-value]
 
     def _run_safe(self, plan: CallPlan, p: Pass, ids: AnswerIds, paths: Paths) -> list[float]:
-        """Run a pass; on out-of-memory split it in two and run each half."""
+        """Run a pass; on out-of-memory split it in two and run each half. A NaN where
+        queries share a row splits it too, down to the queries that give NaN alone: a
+        NaN key or value is NaN even where the mask hides it (NaN + -inf is NaN), so one
+        query whose activations overflow would take the others of its block with it."""
         try:
-            return self.run_pass(plan, p, ids, paths).tolist()
+            values = self.run_pass(plan, p, ids, paths).tolist()
         except torch.OutOfMemoryError:
             if len(p.queries) == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            first, second = plan.split(p)
-            return self._run_safe(plan, first, ids, paths) + self._run_safe(plan, second, ids, paths)
+            values = None
+        if values is not None and (len(p.queries) == 1 or plan.layout == "padded"
+                                   or not any(math.isnan(v) for v in values)):
+            return values
+        first, second = plan.split(p)
+        return self._run_safe(plan, first, ids, paths) + self._run_safe(plan, second, ids, paths)
 
     def run_pass(self, plan: CallPlan, p: Pass, ids: AnswerIds, paths: Paths) -> torch.Tensor:
         """(Q,) log-odds of one pass's queries, in the pass's order."""
