@@ -133,3 +133,10 @@ def test_outputs_that_would_destroy_the_input_or_cannot_be_written_are_refused_f
     assert rc == 2 and "--save-calibrated: the folder" in err and "does not exist" in err
     rc, _, err = run(capsys, "--input", data, "--output-dir", data)
     assert rc == 2 and "--output-dir: " in err and "is a file; give a folder" in err
+
+
+def test_save_calibrated_into_a_new_output_dir(tmp_path, data, capsys):
+    rc, _, err = run(capsys, "--input", data, "--calibrate", "platt", "--output-dir", tmp_path / "ev",
+                     "--save-calibrated", tmp_path / "ev" / "{name}.yaml")
+    assert rc == 0, err
+    assert (tmp_path / "ev" / "sentiment.yaml").is_file()

@@ -293,9 +293,9 @@ def run(args: argparse.Namespace) -> int:
     names = [ps.name for ps in prompt_sets]
     if len(set(names)) != len(names):
         raise InputError(f"--prompt: prompt-set names must differ, got {names}")
+    out_dir = output_folder(args.output_dir)  # first: --save-calibrated may point into it
     calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
     records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
-    out_dir = output_folder(args.output_dir)
 
     console = Console()
     with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
