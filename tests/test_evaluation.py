@@ -149,3 +149,16 @@ def test_sigmoid_is_the_elementwise_twin_of_scoring_sigmoid():
     got = sigmoid(np.array(x)).tolist()
     want = [scoring.sigmoid(v) for v in x]
     assert got[:-1] == want[:-1] and math.isnan(got[-1]) and math.isnan(want[-1])
+
+
+def test_saturated_probabilities_rank_by_their_log_odds():
+    """sigmoid rounds to exactly 1.0 from log-odds ~37 up (a question scaled by 20 gets
+    there from raw log-odds ~1.9): the log-odds still rank, and AUROC reads them."""
+    from zyn.evaluation import evaluate
+
+    logodds = [38.0, 40.0, 45.0, 60.0]
+    p = [1 / (1 + math.exp(-x)) for x in logodds]
+    assert len(set(p)) == 1  # all exactly 1.0
+    assert evaluate(p, [0, 0, 1, 1]).auroc == 0.5
+    assert evaluate(p, [0, 0, 1, 1], tiebreak=logodds).auroc == 1.0
+    assert evaluate([0.2, 0.2, 0.9], [0, 1, 1], tiebreak=[1.0, 1.0, 5.0]).auroc == 0.75  # true ties stay ties

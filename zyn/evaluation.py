@@ -73,20 +73,32 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def auroc(scores: Sequence[float], labels: Sequence) -> float:
+def auroc(scores: Sequence[float], labels: Sequence, tiebreak: Sequence[float] | None = None) -> float:
     """Area under the ROC curve (Mann-Whitney U / (n_pos * n_neg)).
 
     The probability that a random positive scores above a random negative, a tie
-    counting one half. NaN when only one class is present.
+    counting one half. NaN when only one class is present. `tiebreak` (e.g. the
+    log-odds the scores are the sigmoid of) orders items whose scores are equal: a
+    probability rounds to exactly 1.0 from log-odds of ~37 up, where log-odds still
+    rank.
 
     >>> auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])   # 0.35 loses to 0.4, the other 3 pairs are won
     0.75
+    >>> auroc([1.0, 1.0, 1.0], [0, 1, 1], tiebreak=[40.0, 41.0, 50.0])
+    1.0
     """
     s, y = _arrays(scores, labels)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
+    if tiebreak is not None:  # rank by (score, tiebreak): the tiebreak only splits equal scores
+        t = np.asarray(tiebreak, dtype=float).ravel()
+        order = np.lexsort((t, s))
+        key = np.stack([s[order], t[order]], axis=1)
+        distinct = np.concatenate([[True], np.any(key[1:] != key[:-1], axis=1)])
+        s = np.empty(len(s))
+        s[order] = np.cumsum(distinct)  # equal (score, tiebreak) pairs share a value: still half a win
     ranks = _average_ranks(s)
     u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -212,15 +224,18 @@ class Metrics:
         return asdict(self)
 
 
-def evaluate(scores: Sequence[float], labels: Sequence, n_bins: int = DEFAULT_BINS) -> Metrics:
+def evaluate(scores: Sequence[float], labels: Sequence, n_bins: int = DEFAULT_BINS,
+             tiebreak: Sequence[float] | None = None) -> Metrics:
     """All metrics for one score list. NaN scores (items a backend could not score)
     are dropped and counted in `n_dropped`; probability metrics are NaN when the
-    scores are not all in [0, 1] (e.g. log-odds)."""
+    scores are not all in [0, 1] (e.g. log-odds). `tiebreak` orders equal scores for
+    AUROC (see `auroc`)."""
     s = np.asarray(scores, dtype=float).ravel()
     y = as_binary_labels(labels)
     if s.shape != y.shape:
         raise ValueError(f"{len(s)} scores but {len(y)} labels")
     keep = ~np.isnan(s)
+    t = None if tiebreak is None else np.nan_to_num(np.asarray(tiebreak, dtype=float).ravel()[keep])
     s, y = s[keep], y[keep]
     dropped = int((~keep).sum())
     if s.size == 0:
@@ -230,7 +245,7 @@ def evaluate(scores: Sequence[float], labels: Sequence, n_bins: int = DEFAULT_BI
     nan = math.nan
     return Metrics(
         n=int(s.size), n_positive=int(y.sum()), n_dropped=dropped,
-        auroc=auroc(s, y),
+        auroc=auroc(s, y, t),
         accuracy=accuracy(s, y, 0.5) if is_prob else nan,
         best_accuracy=best, best_threshold=thr,
         brier=brier_score(s, y) if is_prob else nan,

@@ -141,12 +141,17 @@ def evaluate_prompt_sets(rm, prompt_sets: list, records: list[dict], labels: np.
         elif calibrate == PLATT:
             per_q, combined = cal.platt_cross_fitted(raw, ps, labels, seed, penalty=pen)
             variants.append(("platt 2-fold", per_q, combined, cal.fit_platt_per_question(raw, labels, ps)))
+        # where a calibrated P(yes) rounds to exactly 0 or 1 (log-odds beyond ~37, e.g. a question
+        # scaled by 20), the raw log-odds still rank: they order equal P for AUROC (positive scales
+        # keep the order); the combined P is tie-broken by the questions' oriented raw log-odds
+        oriented = sum(np.asarray(raw[q.name], dtype=float) * (1 if q.reward_answer == "yes" else -1)
+                       for q in ps.questions)
         for variant, per_q, combined, saved in variants:
             scores = {"combined": combined, **per_q}
-            metrics = {"combined": evaluate(combined, labels, n_bins).as_dict()}
+            metrics = {"combined": evaluate(combined, labels, n_bins, tiebreak=oriented).as_dict()}
             # a question's P(yes) is right when its yes answer is: flip the labels of a "no" question
             metrics.update({q.name: evaluate(per_q[q.name], cal.oriented_labels(labels, q.reward_answer),
-                                             n_bins).as_dict() for q in ps.questions})
+                                             n_bins, tiebreak=raw[q.name]).as_dict() for q in ps.questions})
             ok = ~np.isnan(combined)
             rel = [b.__dict__ for b in reliability_curve(combined[ok], labels[ok], n_bins)]
             out["runs"].append({
