@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ZynError
 from .common import output_folder
 
 _TRUE = {"1", "true", "yes", "pos", "positive"}
@@ -306,7 +306,12 @@ def run(args: argparse.Namespace) -> int:
     with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
         rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], batch_size=args.batch_size,
                                  device=args.device, dtype=args.dtype)
-        results = evaluate_prompt_sets(rm, prompt_sets, records, labels, args.calibrate, args.bins, args.seed)
+        try:
+            results = evaluate_prompt_sets(rm, prompt_sets, records, labels, args.calibrate, args.bins, args.seed)
+        except ZynError:
+            raise
+        except ValueError as e:  # the maths' own refusals (all scores NaN, a class gone after NaN rows)
+            raise InputError(f"cannot evaluate: {e}") from None
     results.update(input=str(args.input), model=args.model, label_field=args.label_field)
     console.print(results_table(results))
     (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
