@@ -151,3 +151,33 @@ def test_real_rates_decide(cache, monkeypatch):
     monkeypatch.setattr(kernels, "matmul_rate", lambda dtype, kernel="default", repeats=5: 100.0)
     even = kernels._measure_onednn(torch.float32, 0.95, 3)  # even rates: oneDNN, but not kept
     assert isinstance(even, kernels.Unsettled) and even.value is True
+
+
+def test_kept_values_of_the_wrong_kind_are_measured_again(tmp_path, monkeypatch):
+    """A choices file edited or damaged by hand: a dtype the measurement never picks, or a
+    kernel answer that is not a bool, is measured again, not used."""
+    import json
+
+    import torch
+
+    from zyn.backends.hf import kernels, precision
+
+    monkeypatch.setenv("ZYN_CACHE", str(tmp_path))
+    monkeypatch.delenv("ZYN_NO_CHOICE_CACHE", raising=False)
+    path = kernels.choice_file()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"machine": kernels.machine_key(), "choices": {
+        "fastest_cpu_dtype/9.0": "int8", "onednn_is_faster/float32/0.95/3": "no"}}))
+    precision.fastest_cpu_dtype.cache_clear()
+    kernels.onednn_is_faster.cache_clear()
+    monkeypatch.setattr(precision, "_measure_fastest", lambda gain: "float32")
+    monkeypatch.setattr(kernels, "_measure_onednn", lambda *a: False)
+    try:
+        assert precision.fastest_cpu_dtype(9.0) == torch.float32
+        assert kernels.onednn_is_faster(torch.float32) is False
+        kept = json.loads(path.read_text())["choices"]
+        assert kept["fastest_cpu_dtype/9.0"] == "float32" and kept["onednn_is_faster/float32/0.95/3"] is False
+        assert path.stat().st_mode & 0o777 == 0o644 and not list(path.parent.glob(".choices-*"))
+    finally:
+        precision.fastest_cpu_dtype.cache_clear()
+        kernels.onednn_is_faster.cache_clear()

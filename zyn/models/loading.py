@@ -110,6 +110,14 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
     Raises:
         ModelNotFoundError, ModelIntegrityError, ModelDependencyError, ModelError.
     """
+    if device is not None and device_map is None:  # checked before anything is prepared or read
+        from ..backends.hf.precision import resolve_device
+        from ..errors import ZynError
+
+        try:
+            device = resolve_device(device)
+        except ZynError as e:
+            raise ModelError(str(e)) from None
     src = resolve(name)
     if src.kind == "remote":
         raise ModelError(f"{src.name!r} is a remote server; it is scored through the OpenAI backend, "
@@ -260,6 +268,10 @@ def _torch_dtype(dtype: Any) -> Any:
         return torch.float32
     if dtype == "auto":
         return dtype
+    if dtype == "fast":  # on the CPU, where zyn loads a model by name without a device: measured
+        from ..backends.hf.precision import fastest_cpu_dtype
+
+        return fastest_cpu_dtype()
     try:
         return parse_dtype(dtype)
     except ZynError as e:

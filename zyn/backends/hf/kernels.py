@@ -29,6 +29,7 @@ measures everything in every process.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -158,7 +159,7 @@ def onednn_is_faster(dtype: torch.dtype, min_gain: float = 0.95, rounds: int = 3
     if not onednn_available():
         return False
     name = f"onednn_is_faster/{str(dtype).removeprefix('torch.')}/{min_gain}/{rounds}"
-    return bool(cached_choice(name, lambda: _measure_onednn(dtype, min_gain, rounds)))
+    return cached_choice(name, lambda: _measure_onednn(dtype, min_gain, rounds), valid=lambda v: isinstance(v, bool))
 
 
 def _measure_onednn(dtype: torch.dtype, min_gain: float, rounds: int) -> "bool | Unsettled":
@@ -251,14 +252,18 @@ def cached_choice(name: str, measure: Callable[[], Any], valid: Callable[[Any], 
     if isinstance(value, Unsettled):
         return value.value
     data["choices"][name] = value
+    tmp = None
     try:  # atomically: a reader sees the old file or the new one
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".choices-")
+        os.fchmod(fd, 0o644)  # a shared cache's other users read it too (mkstemp gives 0600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, path)
     except OSError:
-        pass
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return value
 
 

@@ -27,9 +27,12 @@ def resolve_device(device: Any = None) -> torch.device:
     """The device to run on: the given one (checked), else CUDA if present, else CPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ZynError(f"device: {device!r} is not a device; use cpu, cuda, cuda:1 (a GPU's index) or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ZynError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise ZynError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='cpu' (--device cpu)")
     return dev
 
 
@@ -49,7 +52,7 @@ def parse_dtype(dtype: Any) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
         return _DTYPES[dtype.removeprefix("torch.")]
-    raise ZynError(f"unknown dtype {dtype!r}; use auto, fast, {', '.join(_DTYPES)}")
+    raise ZynError(f"unknown dtype {dtype!r}; use auto, fast or one of {', '.join(_DTYPES)}")
 
 
 @functools.cache
@@ -59,7 +62,8 @@ def fastest_cpu_dtype(min_gain: float = 1.5) -> torch.dtype:
     (a few seconds) and kept in the zyn cache folder (`kernels.cached_choice`)."""
     from .kernels import cached_choice
 
-    return parse_dtype(cached_choice(f"fastest_cpu_dtype/{min_gain}", lambda: _measure_fastest(min_gain)))
+    return parse_dtype(cached_choice(f"fastest_cpu_dtype/{min_gain}", lambda: _measure_fastest(min_gain),
+                                     valid=lambda v: v in ("float32", "bfloat16")))  # what the measurement picks
 
 
 def _measure_fastest(min_gain: float):
