@@ -209,7 +209,9 @@ def build_cached(target: Path, source: dict, build: Callable[[Path], None], *, f
             _publish(tmp, target)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError):  # disk full, permissions: say which cache, as a zyn error
+            # disk full, permissions (safetensors' writer reports a full disk as its own error, not an
+            # OSError): say which cache, as a zyn error
+            if isinstance(e, OSError) or "No space left" in str(e) or type(e).__name__ == "SafetensorError":
                 raise ModelError(f"preparing {target.name} in {target.parent} failed: {e}") from e
             raise
     return target
