@@ -104,3 +104,13 @@ def test_tiny_models_sum_to_one(fixture, request):
     # identical candidates are a coin toss whatever the model's position bias
     assert fwd[2] == pytest.approx(0.5, abs=1e-6)
     assert judge.rank(["good film", "bad film", "fine"]).order.__len__() == 3
+
+
+def test_a_pair_the_judge_cannot_compare_costs_neither_candidate_its_other_wins():
+    class Judge:  # x beats z (0.9), y loses to z (0.2), x vs y unscorable (NaN)
+        def compare_many(self, pairs, question=None):
+            table = {("x", "y"): float("nan"), ("x", "z"): 0.9, ("y", "z"): 0.2}
+            return [table[p] for p in pairs]
+
+    r = rank(["x", "y", "z"], judge=Judge())
+    assert r.scores == pytest.approx([0.9, 0.2, 0.45]) and r.order == [0, 2, 1]

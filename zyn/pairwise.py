@@ -19,6 +19,8 @@ pairwise, benchmarks/EVAL.md; rank pointwise with it).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -166,8 +168,15 @@ def rank(candidates: Sequence[str], judge: PairwiseJudge | None = None, question
         raise InputError("rank: give a pairwise judge or a pointwise reward model")
     n = len(candidates)
     wins = round_robin(judge, candidates, question)
-    scores = [sum(row[j] for j in range(n) if j != i) / (n - 1) if n > 1 else 0.5 for i, row in enumerate(wins)]
+    scores = [_mean_scored([row[j] for j in range(n) if j != i]) if n > 1 else 0.5 for i, row in enumerate(wins)]
     return Ranking(_order(scores), scores, wins, "pairwise")
+
+
+def _mean_scored(values: list[float]) -> float:
+    """The mean p(win) over the pairs that were scored (NaN: the judge could not compare
+    that pair); NaN only when none was."""
+    scored = [v for v in values if v == v]
+    return sum(scored) / len(scored) if scored else math.nan
 
 
 def best_of_n(candidates: Sequence[str], judge: PairwiseJudge | None = None, question: str | None = None,
