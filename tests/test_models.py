@@ -507,6 +507,23 @@ def test_sixteen_bit_load_uses_a_cached_copy_with_the_same_weights(tmp_path):
     assert (copy / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def test_a_cache_that_cannot_take_the_sixteen_bit_copy_still_loads(tmp_path, monkeypatch):
+    """A read-only (shared) or full cache: the float32 copy, converted while loading, with a warning."""
+    gguf = write_tiny_gguf(tmp_path / "m.gguf")
+    full, _ = load_pretrained(str(gguf))
+    from zyn.models import loading
+
+    def read_only(folder, dtype):
+        raise ModelError("cannot write to the zyn cache ([Errno 30] Read-only file system)")
+
+    monkeypatch.setattr(loading, "_precision_copy", read_only)
+    with pytest.warns(UserWarning, match="no bfloat16 copy in the cache .* loading the float32 copy"):
+        half, _ = load_pretrained(str(gguf), dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+    for (name, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items()):
+        assert torch.equal(a.to(torch.bfloat16), b), name
+
+
 def test_gguf_architecture_header(tmp_path):
     import struct
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,11 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
     folder = str(prepare(src.location)) if src.kind in ("preset", "gguf") else src.location
     wanted = _torch_dtype(dtype)
     if src.kind in ("preset", "gguf") and wanted in _reduced():
-        folder = str(_precision_copy(Path(folder), wanted))
+        try:
+            folder = str(_precision_copy(Path(folder), wanted))
+        except ModelError as e:  # a read-only or full cache: the float32 copy, converted while loading
+            warnings.warn(f"zyn: no {str(wanted).removeprefix('torch.')} copy in the cache ({e}); loading the "
+                          "float32 copy and converting it, which takes more memory", stacklevel=2)
     try:
         model, tokenizer = _load_folder(folder, device=device, dtype=dtype, device_map=device_map)
     except OSError as e:  # transformers' way of saying "no such model / no network"
