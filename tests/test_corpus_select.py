@@ -51,6 +51,9 @@ def test_min_p_filters_before_grouping():
     rows = [_row("a", "a1", 3.0, p=0.2), _row("a", "a2", 1.0, p=0.8), _row("b", "b1", 0.0, p=float("nan"))]
     assert [r["text"] for r in _run(Selector(min_p=0.5), [rows])] == ["a2"]
     assert [r["text"] for r in _run(Selector("q", keep="best", min_p=0.5), [rows])] == ["a2"]
+    # an unscored row as the parts and shards store it (JSONL null) or without the column: dropped
+    unscored = [{**rows[1], "text": "n1", "p_yes": None}, {"q": "c", "text": "n2", "reward": 1.0}]
+    assert [r["text"] for r in _run(Selector(min_p=0.5), [rows + unscored])] == ["a2"]
 
 
 def test_a_group_coming_back_is_an_error_naming_the_sort():

@@ -62,7 +62,7 @@ class Selector:
         out: list[dict] = []
         for row in rows:
             self._rows += 1
-            if self.min_p is not None and not row.get("p_yes", math.nan) >= self.min_p:
+            if self.min_p is not None and not _number(row.get("p_yes")) >= self.min_p:  # unscored (null): dropped
                 continue
             if not self.group_by:
                 out.append(row)
@@ -115,6 +115,11 @@ class Selector:
             return row.get("prompt", row[self.group_by]), answer
         messages = row["messages"]  # chat: the last message answers the ones before it
         return messages[:-1], messages[-1:]
+
+
+def _number(value) -> float:
+    """A score as a float; NaN for a missing or null one (a row the judge left unscored)."""
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def _reward(row: dict) -> float:
