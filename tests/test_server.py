@@ -255,12 +255,14 @@ def test_a_down_engine_is_a_502_to_retry_not_a_reward(rms):
     """A remote judge whose engine cannot be reached: every route answers 502 (OpenRLHF
     retries), none a failure reward to train on; the batch is not split and re-sent per
     piece; /health says the scoring is failing until a batch succeeds."""
-    down = ZeroShotRewardModel("openai+http://127.0.0.1:9/v1?model=m&retries=0&timeout=2", prompt="sentiment")
+    down = ZeroShotRewardModel("openai+http://user:s3cretpw@127.0.0.1:9/v1?model=m&retries=0&timeout=2",
+                               prompt="sentiment")
     app = create_app({"sentiment": down, "local": rms["sentiment"]})
     with serve_in_thread(app) as url:
         t = time.monotonic()
         r = httpx.post(url + "/v1/rewards", json={"texts": ["a", "b", "c", "d"]})
         assert r.status_code == 502 and "engine failed" in r.json()["error"] and r.headers["retry-after"]
+        assert "s3cretpw" not in r.text  # the judge's URL, masked in its errors
         assert time.monotonic() - t < 10
         r = httpx.post(url + "/get_reward", json={"query": ["Great film"]})
         assert r.status_code == 502, r.text
@@ -268,6 +270,35 @@ def test_a_down_engine_is_a_502_to_retry_not_a_reward(rms):
         assert health.status_code == 503 and health.json()["status"] == "failing" and health.json()["last_error"]
         assert httpx.post(url + "/v1/rewards", json={"texts": ["a"], "prompt": "local"}).status_code == 200
         assert httpx.get(url + "/health").json()["status"] == "ok"  # a batch went through again
+
+
+def test_an_engine_refusing_one_item_fails_that_item_only(rms):
+    """An engine's 400 (a text over its context, say) may be one item's: the batch is split
+    as for any item's error, so the others are scored; a password in the judge's URL is in
+    no answer."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from test_remote_backend import make_fake_server
+
+    engine = make_fake_server()
+
+    @engine.middleware("http")
+    async def refuse(request: Request, call_next):
+        if b"POISON" in await request.body():
+            return JSONResponse({"error": "maximum context length exceeded"}, status_code=400)
+        return await call_next(request)
+
+    with serve_in_thread(engine) as engine_url:
+        url = engine_url.replace("http://", "http://user:s3cretpw@")
+        judge = ZeroShotRewardModel(f"openai+{url}/v1?retries=0", prompt="Is this text positive?", top_k=50)
+        app = create_app({"q": judge}, max_wait_ms=50)
+        with serve_in_thread(app) as zyn_url:
+            rs = post_many(zyn_url, [{"texts": ["POISON"]}, {"texts": ["fine"]}, {"texts": ["good", "bad"]}])
+            assert [r.status_code for r in rs] == [422, 200, 200], [r.text for r in rs]
+            assert "maximum context length" in rs[0].json()["error"] and "s3cretpw" not in rs[0].text
+            r = httpx.post(zyn_url + "/get_reward", json={"query": ["POISON", "fine"]})
+            assert r.status_code == 200 and r.json()["extra_logs"]["zyn/failed"] == [1.0, 0.0]
+            assert httpx.get(zyn_url + "/health").json()["status"] == "ok"
 
 
 def test_get_reward_fails_only_the_unscorable_samples_of_a_batch(served, rms):

@@ -216,21 +216,21 @@ def check_options(options: dict, init: Any, what: str, exclude: Iterable[str] = 
                            f"the options are {', '.join(sorted(known))}")
 
 
-_SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:key|token|secret|passw|auth)[^=&#]*=)[^&#]*", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"([?&][^=&#\s]*(?:key|token|secret|passw|auth)[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
+_USERINFO = re.compile(r"(://)[^/\s?#,]*@")  # up to the last "@" of the authority: a password may hold one
 
 
-def public_name(spec: str) -> str:
-    """A model string fit for logs and served responses: a URL's user and password, and
-    query parameters that carry keys or tokens (``?api_key=``), replaced by ``***``.
+def public_name(text: str) -> str:
+    """A model string, or any message holding URLs, fit for logs and served responses:
+    a URL's user and password, and query parameters that carry keys or tokens
+    (``?api_key=``), replaced by ``***``.
 
     >>> public_name("openai+http://user:pw@10.0.0.2:8000/v1?model=m&api_key=sk-1")
     'openai+http://***@10.0.0.2:8000/v1?model=m&api_key=***'
+    >>> public_name("POST http://u:p@ss@h:1/v1/completions failed")
+    'POST http://***@h:1/v1/completions failed'
     """
-    for url in {spec, *spec.split(",")}:
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest.split("/", 1)[0]:
-            spec = spec.replace(url, f"{scheme}://***@{rest.split('@', 1)[1]}")
-    return _SECRET_PARAM.sub(r"\1***", spec)
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def _outside_zyn() -> int:

@@ -244,9 +244,13 @@ async def _while_connected(request: Request, work: Any) -> Any:
 def _may_be_an_items_fault(error: BaseException | None) -> bool:
     """Whether a scoring error may come from the item scored: not when a remote judge's
     engine failed or could not be reached (the batch fails whole, unsplit, and the
-    client gets a 502 to retry, not a failure reward for its item)."""
-    from .backends.remote.errors import RemoteError
+    client gets a 502 to retry, not a failure reward for its item). An engine that
+    refuses a request (400, 413, 422: a text over its context, say) may be refusing one
+    item: that batch is split as for any item's error."""
+    from .backends.remote.errors import RemoteError, RemoteStatusError
 
+    if isinstance(error, RemoteStatusError):
+        return error.status in (400, 413, 422)
     return not isinstance(error, RemoteError)
 
 

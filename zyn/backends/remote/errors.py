@@ -5,7 +5,14 @@ from ...errors import ZynError
 
 
 class RemoteError(RuntimeError):
-    """The remote server failed, or answered something that cannot be read."""
+    """The remote server failed, or answered something that cannot be read. Its message
+    never shows a URL's user and password or a key in its query (it reaches logs and
+    the reward server's answers)."""
+
+    def __init__(self, message: str = "", *args):
+        from ...model import public_name
+
+        super().__init__(public_name(str(message)), *args)
 
 
 class RemoteStatusError(RemoteError):
@@ -18,8 +25,10 @@ class RemoteStatusError(RemoteError):
     """
 
     def __init__(self, message: str, status: int, body, url: str):
+        from ...model import public_name
+
         super().__init__(message)
-        self.status, self.body, self.url = status, body, url
+        self.status, self.body, self.url = status, body, public_name(url)
 
 
 class RemoteModelError(RemoteError, ZynError):
