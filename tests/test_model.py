@@ -149,6 +149,10 @@ def test_bad_inputs_are_clear_errors(rm, bad, match):
     (lambda rm: rm.as_trl_reward()(prompts=["a"], completions=["x", "y"]),
      "each of prompts, completions; got 1 prompts, 2 completions"),
     (lambda rm: rm.as_trl_reward()(prompts=["a"], completions={"text": "x"}), "completions: expected a list"),
+    (lambda rm: __import__("zyn.integrations.openrlhf", fromlist=["x"]).OpenRLHFReward(rm)("good"),
+     "queries: expected a list of strings, got str"),
+    (lambda rm: __import__("zyn.integrations.verl", fromlist=["x"]).VerlReward(rm)(solution_strs="good"),
+     "solution_strs: expected a list of strings, got str"),
 ])
 def test_trainer_entry_points_refuse_a_bare_string_or_uneven_batches(rm, call, match):
     """A bare string would be scored one character at a time; uneven batches would be cut."""

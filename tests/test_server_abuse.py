@@ -272,6 +272,21 @@ def test_trusted_networks_need_no_key_and_others_are_refused(rms):
         create_app(rms, trusted_networks=["not-a-net"])
 
 
+def test_a_request_of_too_many_values_is_refused_before_any_walk(rms):
+    """Each record under the per-record bound, the request over the per-request one: 422,
+    checked by counting (a container's length), not by walking it."""
+    from zyn.server import MAX_REQUEST_VALUES
+
+    items = [{"text": "a", "extra": [[]] * 9990} for _ in range(60)]
+    with serve_in_thread(create_app(rms)) as url:
+        r = httpx.post(url + "/v1/rewards", json={"items": items}, timeout=60)
+        assert r.status_code == 422 and r.json()["limit"] == "values" and r.json()["max"] == MAX_REQUEST_VALUES
+        labels = [[[] for _ in range(9990)] for _ in range(12)]
+        r = httpx.post(url + "/get_reward", json={"query": ["x"] * 12, "labels": labels}, timeout=60)
+        assert r.status_code == 422 and r.json()["limit"] == "values"
+        assert httpx.post(url + "/v1/rewards", json={"texts": ["fine"]}).status_code == 200
+
+
 def test_a_forwarded_header_cannot_claim_a_trusted_network(rms):
     """X-Forwarded-For is the client's word: believed only from a proxy named in
     forwarded_allow_ips (uvicorn's own default believes it from 127.0.0.1)."""

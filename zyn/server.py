@@ -153,14 +153,21 @@ class RewardService:
 
     def validate(self, key: str, items: list[Any]) -> None:
         """Limits and record structure, checked before queueing (422 naming what failed)."""
-        total = sum(self.check_item(key, i, item) for i, item in enumerate(self.check_count(items)))
-        self.check_total(total)
+        self.check_count(items)
+        self.check_total(sum(self.check_item(key, i, item) for i, item in enumerate(items)))
 
     def check_count(self, items: list[Any]) -> list[Any]:
+        """The number of items, and of values in all of them (before any walk over them:
+        a record may hold at most MAX_VALUES, a request MAX_REQUEST_VALUES)."""
         s = self.settings
         if len(items) > s.max_items:
             raise HTTPException(422, {"error": f"too many items: {len(items)} > max_items={s.max_items}",
                                       "limit": "max_items", "max": s.max_items, "got": len(items)})
+        values = _count_values(items, MAX_REQUEST_VALUES)
+        if values > MAX_REQUEST_VALUES:
+            raise HTTPException(422, {"error": f"the request holds more than {MAX_REQUEST_VALUES} values in its "
+                                      "records; send only the fields the prompt set uses, or fewer items",
+                                      "limit": "values", "max": MAX_REQUEST_VALUES})
         return items
 
     def check_item(self, key: str, i: int, item: Any) -> int:
@@ -252,6 +259,25 @@ def _may_be_an_items_fault(error: BaseException | None) -> bool:
     if isinstance(error, RemoteStatusError):
         return error.status in (400, 413, 422)
     return not isinstance(error, RemoteError)
+
+
+MAX_REQUEST_VALUES = 100_000  # strings, numbers, lists and mappings in one request's records, all levels
+
+
+def _count_values(value: Any, limit: int) -> int:
+    """How many values `value` holds, counting stops past `limit` (and below the records'
+    nesting bound), so counting a huge request costs at most `limit` steps."""
+    stack, seen = [(value, 0)], 0
+    while stack and seen <= limit:
+        v, d = stack.pop()
+        seen += 1
+        if d > 64:
+            continue  # deeper than any record may be: make_context refuses it by name
+        if isinstance(v, (Mapping, list, tuple)):
+            if seen + len(v) > limit:  # len is O(1): a huge container is over the limit without a walk
+                return limit + 1
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, Mapping) else v))
+    return seen
 
 
 def _chars(item: Any) -> int:

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds a client has to send its request headers (connection closed after)")
     p.add_argument("--max-connections", type=positive_int, default=d["max_connections"],
                    help="most open connections and requests at once (503 beyond)")
-    p.add_argument("--forwarded-allow-ips", action="append", default=[], metavar="IP",
+    p.add_argument("--forwarded-allow-ips", action="append", default=[], metavar="IP", type=_address,
                    help="a reverse proxy whose X-Forwarded-For header names the client (repeatable); without it "
                    "the client is the connection's address, so the header cannot claim a trusted network")
     p.add_argument("--policy-chat-format", default="auto",
@@ -82,6 +82,17 @@ def run(args: argparse.Namespace) -> int:
                           max_connections=args.max_connections, log_level="info" if args.verbose else "warning",
                           graceful_s=args.timeout + 10, forwarded_allow_ips=args.forwarded_allow_ips).run()
     return 0
+
+
+def _address(text: str) -> str:
+    """An IP address or network (CIDR) of a reverse proxy."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a proxy's IP address or network, got {text!r}") from None
+    return text
 
 
 def _chat_format(spec: str):

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from zyn.errors import InputError
 from zyn.integrations.chatformat import ChatFormat, resolve_chat_format, split_query
 from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
-from zyn.model import ZeroShotRewardModel
+from zyn.model import ZeroShotRewardModel, as_batch
 
 __all__ = ["OpenRLHFReward", "reward_func", "openrlhf_records", "split_query"]
 
@@ -82,7 +82,8 @@ class OpenRLHFReward:
 def openrlhf_records(queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None,
                      chat_format: Any = None) -> list[dict]:
     """One zyn record per query: `split_query` of each, its label as the ``label`` field."""
-    prompts = list(prompts) if prompts is not None else [None] * len(queries)
+    queries = as_batch("queries", queries, "strings")
+    prompts = as_batch("prompts", prompts, "strings") if prompts is not None else [None] * len(queries)
     if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
         raise InputError(f"queries ({len(queries)}), prompts ({len(prompts)}) and labels "
                          f"({'-' if labels is None else len(labels)}) differ in length")

@@ -36,7 +36,7 @@ from typing import Any
 
 from zyn.errors import MissingFieldError, ZynError
 from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
-from zyn.model import ZeroShotRewardModel
+from zyn.model import ZeroShotRewardModel, as_batch
 
 # reward_kwargs that choose the reward model rather than describe the item
 MODEL_KWARGS = ("model", "prompt", "reward")
@@ -45,7 +45,7 @@ VERL_KWARGS = ("reward_router_address", "reward_model_tokenizer")
 # the batch reward manager's keywords (verl/workers/reward_manager/batch.py), in verl_record's order
 BATCH_KWARGS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")
 # record keys verl_record sets itself, which extra_info cannot replace
-_RESERVED = {"prompt", "question", "completion", "reference", "data_source", "messages", "text"}
+_RESERVED = {"prompt", "completion", "reference", "data_source", "messages", "text"}
 
 
 class VerlReward:
@@ -87,8 +87,8 @@ class VerlReward:
         if batch:
             if "solution_strs" not in batch:
                 raise ZynError(f"compute_score: the batch form needs solution_strs=, got {sorted(batch)}")
-            n = len(batch["solution_strs"])
-            columns = [list(batch.get(k, [None] * n)) for k in BATCH_KWARGS]
+            n = len(as_batch("solution_strs", batch["solution_strs"], "strings"))
+            columns = [as_batch(k, batch[k]) if k in batch else [None] * n for k in BATCH_KWARGS]
             lengths = {k: len(c) for k, c in zip(BATCH_KWARGS, columns)}
             if len(set(lengths.values())) > 1:
                 raise ZynError(f"compute_score: the batch keywords differ in length: {lengths}")
@@ -128,7 +128,7 @@ def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_in
     keys as template fields.
 
     >>> verl_record("gsm8k", "42", "42", {"question": "6 * 7?", "index": 3})
-    {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k', 'index': 3}
+    {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k', 'question': '6 * 7?', 'index': 3}
     >>> verl_record("chat", "Hi!", None, {"prompt": [{"role": "user", "content": "Hello"}]})["messages"]
     [{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi!'}]
     """
