@@ -417,7 +417,8 @@ def _router():
                     summary="Score texts or records", responses=_ERRORS)
     r.add_api_route("/get_reward", post_get_reward, methods=["POST"], response_model=OpenRLHFResponse,
                     summary="OpenRLHF remote reward protocol", responses=_ERRORS)
-    r.add_api_route("/health", get_health, methods=["GET"], summary="Liveness and loaded prompt sets")
+    r.add_api_route("/health", get_health, methods=["GET"], summary="Liveness and loaded prompt sets",
+                    responses={503: {"description": "stopping, or every batch fails ('failing', with last_error)"}})
     r.add_api_route("/metrics", get_metrics, methods=["GET"], response_class=PlainTextResponse,
                     summary="Prometheus metrics")
     return r
