@@ -159,8 +159,8 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     if isinstance(model, str) and resolve(model).kind == "remote":
         from .backends.remote import OpenAIBackend
 
-        check_options(options, OpenAIBackend.__init__, "a remote judge", exclude={"base_url", "transport", "tokenizer", "model"},
-                      extra={"cooldown"} if "," in model else ())
+        check_options(options, OpenAIBackend.__init__, "a remote judge",
+                      exclude={"base_url", "transport", "tokenizer", "model"}, extra={"cooldown"} if "," in model else ())
         if batch_size is not None:
             options.setdefault("completion_batch", batch_size)
         if "," in model:  # several servers: load-balanced, a dead one skipped
@@ -169,9 +169,11 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
             return PoolBackend.from_url(model, tokenizer=tokenizer, **options)
         return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
     check_options(options, HFBackend.__init__, "a transformers judge", exclude={"model", "tokenizer", "batch_size"})
-    if tokenizer is not None and (isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None))):
+    if tokenizer is not None and (isinstance(tokenizer, (str, bytes))
+                                  or not callable(getattr(tokenizer, "encode", None))):
+        hint = " (a prompt set goes in prompt=...)" if isinstance(tokenizer, str) else ""
         raise ZynError(f"tokenizer: expected the loaded model's tokenizer, got {type(tokenizer).__name__} "
-                       f"{tokenizer!r:.40}" + (" (a prompt set goes in prompt=...)" if isinstance(tokenizer, str) else ""))
+                       f"{tokenizer!r:.40}{hint}")
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype
 

@@ -428,8 +428,9 @@ def _from_messages(messages: Any, index: int) -> dict[str, Any]:
     for j, m in enumerate(messages):
         text = _turn_text(m.get("content"))
         if text is None:
+            got = _describe_content(m.get("content"))
             raise InputError(f"item {index}: messages[{j}].content must be a string, null, or a list of content "
-                             f"blocks such as {{'type': 'text', 'text': ...}}; got {_describe_content(m.get('content'))}")
+                             f"blocks such as {{'type': 'text', 'text': ...}}; got {got}")
         turns.append({**m, "content": text})
     answer = max((j for j, t in enumerate(turns) if t.get("role") == "assistant"), default=len(turns) - 1)
     prompt = "\n\n".join(t["content"] for t in turns[:answer] if t.get("role") != "system")

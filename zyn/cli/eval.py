@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-calibrated", metavar="OUT.yaml",
                    help="write the calibrated prompt set (with several --prompt, put {name} in the path)")
     p.add_argument("--output-dir", default="zyn-eval", help="where results.json and the plots go (default: zyn-eval)")
-    p.add_argument("--bins", type=positive_int, default=10, help="equal-width bins for ECE and reliability (default: 10)")
+    p.add_argument("--bins", type=positive_int, default=10,
+                   help="equal-width bins for ECE and reliability (default: 10)")
     p.add_argument("--limit", type=positive_int, help="use only the first N labelled rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the Platt cross-fitting split (default: 0)")
     add_run_options(p)

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long a request waits for others to share its batch")
     p.add_argument("--max-items", type=positive_int, default=d["max_items"], help="most items per request")
     p.add_argument("--max-chars", type=positive_int, default=d["max_chars"], help="most characters per item")
-    p.add_argument("--max-body-mb", type=positive_float, default=d["max_body_bytes"] / 2**20, help="largest request body")
+    p.add_argument("--max-body-mb", type=positive_float, default=d["max_body_bytes"] / 2**20,
+                   help="largest request body")
     p.add_argument("--max-request-chars", type=positive_int, default=d["max_request_chars"],
                    help="most characters per request")
     p.add_argument("--timeout", type=positive_float, default=d["request_timeout_s"], help="seconds before a 504")
