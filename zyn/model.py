@@ -160,7 +160,8 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
         from .backends.remote import OpenAIBackend
 
         check_options(options, OpenAIBackend.__init__, "a remote judge",
-                      exclude={"base_url", "transport", "tokenizer", "model"}, extra={"cooldown"} if "," in model else ())
+                      exclude={"base_url", "transport", "tokenizer", "model"},
+                      extra={"cooldown"} if "," in model else ())
         if batch_size is not None:
             options.setdefault("completion_batch", batch_size)
         if "," in model:  # several servers: load-balanced, a dead one skipped
