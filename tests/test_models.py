@@ -491,6 +491,30 @@ def test_gguf_file_is_converted_once(tmp_path):
     assert prepare(gguf) != folder
 
 
+def test_a_touched_gguf_is_linked_not_converted_and_the_old_copy_goes(tmp_path, monkeypatch):
+    """The same bytes under a new time (touched, copied back) reuse the conversion; a file
+    whose bytes changed is converted again; either way the superseded copy is removed."""
+    from zyn.models import gguf as gguf_mod
+
+    path = write_tiny_gguf(tmp_path / "m.gguf")
+    first = prepare(path)
+    real_first = first.resolve()
+    calls = []
+    real_convert = gguf_mod.convert
+    monkeypatch.setattr(gguf_mod, "convert", lambda *a, **k: (calls.append(a), real_convert(*a, **k))[1])
+    os.utime(path, ns=(1, 1))
+    second = prepare(path)
+    assert second != first and not calls  # linked from the earlier conversion, not converted
+    assert not first.exists() and not real_first.exists()  # the superseded copy is gone
+    assert models.check_cache(second, json.loads((second / models.cache.MANIFEST).read_text())["source"],
+                              deep=True) is None
+    with open(path, "ab") as fh:  # other bytes: converted again
+        fh.write(b"\0" * 64)
+    third = prepare(path)
+    assert len(calls) == 1 and not second.exists()
+    assert sorted(p.name for p in third.parent.iterdir() if not p.name.startswith(".")) == [third.name]
+
+
 def test_sixteen_bit_load_uses_a_cached_copy_with_the_same_weights(tmp_path):
     gguf = write_tiny_gguf(tmp_path / "m.gguf")
     folder = prepare(gguf)

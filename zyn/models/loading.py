@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import ModelError, ModelNotFoundError
 from . import gguf
-from .cache import MANIFEST, WEIGHTS, Progress, build_cached, cache_root, check_cache, checkpoint_id, sha256_file
+from .cache import (MANIFEST, VERIFIED, WEIGHTS, Progress, build_cached, cache_root, check_cache, checkpoint_id,
+                    sha256_file)
 from .presets import PRESETS, Preset, assemble, part_paths, preset_dir, preset_source, verify_single
 from .sources import resolve
 
@@ -74,12 +75,53 @@ def _prepare_gguf_file(path: Path, *, force: bool, deep: bool, progress: Progres
     if not force and check_cache(target, source, deep=deep) is None:
         return target
     gguf.require_support()
+    earlier = _earlier_conversions(target, path)
 
     def build(tmp: Path) -> None:
         source["sha256"] = sha256_file(path, progress)  # recorded for provenance; no pinned value to match
+        same = None if force else next((f for f, sha in earlier if sha == source["sha256"]), None)
+        if same is not None:  # the same bytes under a new time (touched, copied back): linked, not converted
+            for f in same.resolve().iterdir():
+                if f.is_file() and f.name not in (MANIFEST, VERIFIED):
+                    _link_or_copy(f, tmp / f.name)
+            return
         gguf.convert(path, tmp, progress)
 
-    return build_cached(target, source, build, force=force, deep=deep, progress=progress)
+    folder = build_cached(target, source, build, force=force, deep=deep, progress=progress)
+    for old, _ in earlier:  # superseded: the file at this path has changed since (1 GB each, else kept forever)
+        _remove_cached(old)
+    return folder
+
+
+def _earlier_conversions(target: Path, path: Path) -> list[tuple[Path, str | None]]:
+    """Cached conversions of the same .gguf path made when it had another size or time,
+    with the sha256 of the file they were made from."""
+    found = []
+    for folder in target.parent.glob(f"{path.stem}-*"):
+        if folder == target or folder.name.startswith("."):
+            continue
+        try:
+            source = json.loads((folder / MANIFEST).read_text())["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(source, dict) and source.get("path") == str(path):
+            found.append((folder, source.get("sha256")))
+    return found
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _remove_cached(folder: Path) -> None:
+    """A cached conversion: its link and the versioned folder it points at."""
+    real = folder.resolve()
+    if folder.is_symlink():
+        folder.unlink(missing_ok=True)
+    shutil.rmtree(real, ignore_errors=True)
 
 
 def _gguf_dir(path: Path) -> tuple[Path, dict]:
