@@ -142,3 +142,11 @@ def test_resume_from_standard_input_is_refused(tiny_causal_dir, tmp_path, capsys
     assert main(["score", "--model", tiny_causal_dir, "--input", "-", "--output", str(tmp_path / "o.jsonl"),
                  "--resume"]) == 2
     assert "--resume needs --input FILE" in capsys.readouterr().err
+
+
+def test_a_stop_on_bad_rows_before_any_commit_leaves_no_folder(tiny_causal_dir, tmp_path, capsys):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"text": 5}\n{"text": "fine"}\n')
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
+    assert "field 'text' is not a string" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out.jsonl.parts").exists()

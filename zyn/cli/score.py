@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                   markup=False)
         raise
     except ZynError:
-        if not folder.committed_rows() and not folder.stopped_on_bad_rows():  # nothing to resume: no folder left
+        if not folder.committed_rows():  # nothing to resume (a stop on bad rows included): no folder left
             folder.remove()
         raise
     bad = folder.bad_rows()

@@ -110,9 +110,6 @@ class WorkFolder:
         manifest["stopped"] = reason
         write_atomically(self.path / MANIFEST, json.dumps(manifest, indent=1))
 
-    def stopped_on_bad_rows(self) -> bool:
-        return self._manifest().get("stopped") == STOPPED_ON_BAD_ROWS
-
     def remove(self) -> None:
         shutil.rmtree(self.path)
 
