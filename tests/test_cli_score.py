@@ -223,3 +223,14 @@ def test_verbose_after_the_subcommand(tiny_causal_dir, tmp_path):
     assert build_parser().parse_args(["-v", "prompts", "validate", "x.yaml"]).verbose is True
     assert build_parser().parse_args(["prompts", "validate", "x.yaml", "--verbose"]).verbose is True
     assert build_parser().parse_args(["prompts", "validate", "x.yaml"]).verbose is False
+
+
+def test_a_symlinked_output_stays_a_link_to_the_new_file(tiny_causal_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "great film"}\n')
+    (tmp_path / "runs").mkdir()
+    real, link = tmp_path / "runs" / "scores.jsonl", tmp_path / "latest.jsonl"
+    real.write_text("old\n")
+    link.symlink_to(real)
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(link)]) == 0
+    assert link.is_symlink() and json.loads(real.read_text())["text"] == "great film"

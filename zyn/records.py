@@ -165,11 +165,12 @@ def atomic_path(path: str) -> Iterator[str]:
     """A temporary file name next to `path`, renamed over `path` when the block ends
     without an error (the caller writes and closes the file inside the block). The file
     gets the mode a plain ``open(path, "w")`` would give it (mkstemp's is 0600). A
-    `path` that is a device or a pipe (`is_special_file`) is written in place."""
-    target = Path(path)
+    `path` that is a device or a pipe (`is_special_file`) is written in place; one that
+    is a symlink keeps pointing where it did, at the new file."""
     if is_special_file(path):
         yield path
         return
+    target = Path(os.path.realpath(path))  # a symlink stays one: its target is what gets replaced
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     os.fchmod(fd, _new_file_mode(target))
     os.close(fd)
