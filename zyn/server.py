@@ -44,7 +44,7 @@ from .errors import ZynError
 from .httpguard import (HEADER_TIMEOUT_S, MAX_CONNECTIONS, GuardMiddleware, check_bind, is_loopback,
                         parse_networks, serve_in_thread, uvicorn_server)
 from .metrics import CONTENT_TYPE, ServerMetrics
-from .prompts import make_context
+from .prompts import MAX_DEPTH, make_context
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +266,13 @@ MAX_REQUEST_VALUES = 100_000  # strings, numbers, lists and mappings in one requ
 
 def _count_values(value: Any, limit: int) -> int:
     """How many values `value` holds, counting stops past `limit` (and below the records'
-    nesting bound), so counting a huge request costs at most `limit` steps."""
+    nesting bound, `zyn.prompts.MAX_DEPTH`), so counting a huge request costs at most
+    `limit` steps."""
     stack, seen = [(value, 0)], 0
     while stack and seen <= limit:
         v, d = stack.pop()
         seen += 1
-        if d > 64:
+        if d > MAX_DEPTH:
             continue  # deeper than any record may be: make_context refuses it by name
         if isinstance(v, (Mapping, list, tuple)):
             if seen + len(v) > limit:  # len is O(1): a huge container is over the limit without a walk

@@ -26,7 +26,6 @@ def _number(kind: type, test, need: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a whole number of at least 1")
-non_negative_int = _number(int, lambda v: v >= 0, "a whole number of at least 0")
 positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number of at least 0")
 finite_float = _number(float, math.isfinite, "a finite number")

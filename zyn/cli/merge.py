@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _records(path: str):
     csv = input_kind(path) == "csv"
-    for chunk in open_input(path).chunks(0, None, 1024):
+    reader = open_input(path)
+    for chunk in reader.chunks(0, None, 1024):
         rows = [row.value for row in chunk]
         bad = next((row for row in chunk if not isinstance(row.value, dict)), None)
         if bad is not None:
-            raise InputError(f"{path}: {open_input(path).unit} {bad.number}: {bad.value}; is it a shard "
-                             "`zyn score` wrote?")
+            raise InputError(f"{path}: {reader.unit} {bad.number}: {bad.value}; is it a shard `zyn score` wrote?")
         yield [_numbers(r) for r in rows] if csv else rows
 
 
