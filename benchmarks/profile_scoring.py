@@ -15,7 +15,7 @@ whose products are several times faster, such as Intel AMX in bf16):
                       memory, whose NaNs and denormals slow the rest down twofold;
                       the time is what attention, norms, rotary embeddings, casts,
                       Python and the planner cost): the floor no product rate can
-                      go under
+                      go under, and a profile of it by op
   projection          that floor plus the run's product FLOPs at a given rate
                       (--project GFLOP/s, default the measured peak), as samples/s and
                       as a multiple of the full-recompute bound at that rate
@@ -39,10 +39,11 @@ from zyn.backends.hf import kernels
 
 KINDS = {  # op name -> kind; anything else is "other"
     "mkldnn::_linear_pointwise": "products", "aten::addmm": "products", "aten::mm": "products",
-    "aten::bmm": "products", "aten::linear": "products", "aten::matmul": "products",
+    "aten::linear": "products", "aten::matmul": "products",
     "mkldnn::_linear_pointwise.binary": "products",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
     "aten::scaled_dot_product_attention": "attention", "aten::_softmax": "attention",
+    "aten::baddbmm": "attention", "aten::bmm": "attention",  # zyn's attention of short blocks
     "aten::rms_norm": "norms", "aten::_fused_rms_norm": "norms",
 }
 
@@ -67,12 +68,7 @@ def main() -> None:
     t = time.perf_counter()
     rm.score(texts)  # unprofiled, for the rate without the profiler's overhead
     plain = time.perf_counter() - t
-    rm.backend.clear_prefix_cache()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t = time.perf_counter()
-        rm.score(texts)
-        wall = time.perf_counter() - t
-    events = prof.key_averages()
+    events, wall = profiled_run(rm, texts)
     by_kind: dict[str, float] = defaultdict(float)
     for e in events:
         by_kind[KINDS.get(e.key, "other")] += e.self_cpu_time_total / 1e6
@@ -81,18 +77,35 @@ def main() -> None:
           f"unprofiled, {wall:.2f} s profiled ({total:.2f} s self CPU time in ops)")
     for kind in ("products", "attention", "norms", "other"):
         print(f"  {kind:<10}{by_kind[kind]:>8.2f} s  {by_kind[kind] / total:>6.1%}")
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:args.top]
-    print(f"{'op':<52}{'calls':>8}{'self s':>9}{'share':>8}")
-    for e in top:
-        print(f"{e.key[:51]:<52}{e.count:>8}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / total:>8.1%}")
-    split = product_split(rm, texts, args.repeats, args.project)
+    top = top_ops(events, args.top)
+    split = product_split(rm, texts, args.repeats, args.project, args.top)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "dtype": args.dtype, "kernels": rm.backend.kernels, "n": args.n,
                        "samples_s": args.n / plain, "profiled_s": wall, "by_kind": by_kind,
-                       "top": [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6} for e in top],
+                       "top": top,
                        **split, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")},
                       f, indent=1)
+
+
+def profiled_run(rm, texts: list[str]):
+    """torch.profiler's events of one cold run, and its wall time."""
+    rm.backend.clear_prefix_cache()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        rm.score(texts)
+        wall = time.perf_counter() - t
+    return prof.key_averages(), wall
+
+
+def top_ops(events, n: int) -> list[dict]:
+    """Print and return the `n` ops with the most self CPU time."""
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
+    print(f"{'op':<52}{'calls':>8}{'self s':>9}{'share':>8}")
+    for e in top:
+        print(f"{e.key[:51]:<52}{e.count:>8}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / total:>8.1%}")
+    return [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6} for e in top]
 
 
 def cold_run(rm, texts: list[str], repeats: int) -> float:
@@ -124,7 +137,7 @@ def _stub(module: torch.nn.Module) -> None:
         module.forward = lambda x: x.new_zeros(*x.shape[:-1], out)
 
 
-def product_split(rm, texts: list[str], repeats: int, project: list[float] | None) -> dict:
+def product_split(rm, texts: list[str], repeats: int, project: list[float] | None, top: int = 15) -> dict:
     """Products timed by shape, the run without products, and the projection (see the
     module's docstring). Leaves the model's layers as they were."""
     model, n = rm.backend.model, len(texts)
@@ -165,6 +178,7 @@ def product_split(rm, texts: list[str], repeats: int, project: list[float] | Non
         for m in layers:
             _stub(m)
         without = cold_run(rm, texts, repeats)
+        floor_events, _ = profiled_run(rm, texts)
     finally:
         for m in layers:
             m.__dict__.pop("forward", None)
@@ -183,6 +197,8 @@ def product_split(rm, texts: list[str], repeats: int, project: list[float] | Non
     print(f"\nper sample: {full / n * 1e3:.1f} ms in all, of which products {product_s / n * 1e3:.1f} ms "
           f"({flops / n / 1e9:.2f} GFLOP) and everything else {rest * 1e3:.1f} ms (run without products: "
           f"{n / without:.1f} samples/s at most, whatever the product rate)")
+    print("\nthe run without products, by op (what the floor is made of):")
+    floor_ops = top_ops(floor_events, top)
     projections = []
     for rate in project or [peak]:
         per_sample = rest + flops / n / (rate * 1e9)
@@ -193,7 +209,8 @@ def product_split(rm, texts: list[str], repeats: int, project: list[float] | Non
               f"full-recompute bound ({bound:.1f}/s at {tokens:.1f} tokens per sample)")
     return {"split": {"full_s": full, "without_products_s": without, "products_s": product_s,
                       "product_flops": flops, "peak_gflops": peak, "tokens_per_sample": tokens,
-                      "bound_flops_per_sample": bound_flops, "by_shape": shapes, "projections": projections}}
+                      "bound_flops_per_sample": bound_flops, "by_shape": shapes, "projections": projections,
+                      "floor_top": floor_ops}}
 
 
 if __name__ == "__main__":

@@ -118,12 +118,15 @@ def test_completions_of_one_prompt_share_it(tiny_causal):
     assert fast.score(texts) == pytest.approx(full.score(texts), abs=1e-5)
 
 
-def test_blockwise_attention_equals_the_dense_mask(tiny_causal):
+@pytest.mark.parametrize("small_block", ["default", 0], ids=["products", "fused-kernel"])
+def test_blockwise_attention_equals_the_dense_mask(tiny_causal, monkeypatch, small_block):
     from transformers import AttentionInterface
 
     from conftest import make_tiny_causal
     from zyn.backends.hf import attention
 
+    if small_block != "default":  # every block through torch's fused kernel, as a long one goes
+        monkeypatch.setattr(attention, "SMALL_BLOCK", small_block)
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
     blockwise = rm.score(TEXTS)
     assert rm.backend.fast_paths(*rm.prompt_set.answers)["blockwise"]

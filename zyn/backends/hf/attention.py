@@ -22,7 +22,7 @@ Whether either reproduces a given architecture is checked once per model (`check
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -43,6 +43,7 @@ class Blocks:
     and itself."""
 
     spans: list[tuple[int, int, torch.Tensor]]
+    _masks: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, spans: list[tuple[int, int]], mask: torch.Tensor) -> "Blocks":
@@ -51,15 +52,32 @@ class Blocks:
         return cls([(a, b, torch.cat([mask[..., a:b, :past], mask[..., a:b, past + a:past + b]], dim=-1))
                     for a, b in spans])
 
+    def mask(self, i: int, dtype: torch.dtype, group: int = 1) -> torch.Tensor:
+        """Block `i`'s mask in `dtype`, its rows repeated `group` times (the rows of the
+        `group` query heads that share one key head, stacked); made once per pass, not per layer."""
+        key = (i, dtype, group)
+        if key not in self._masks:
+            self._masks[key] = self.spans[i][2].to(dtype).repeat(1, 1, group, 1)
+        return self._masks[key]
+
+
+# A block whose attention scores (heads x n x past + n) number at most this many is computed
+# as two float32 products and a softmax; a larger one by torch's fused kernel, which never
+# holds all its scores at once. On the blocks of a batch of short texts (~50 queries
+# against ~80 keys) the products run 1.2-1.4x faster than the kernel at either precision
+# (benchmarks/RESULTS.md, "Attention of short blocks").
+SMALL_BLOCK = 1 << 22  # 16 MB of float32 scores
+
 
 def block_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                     zyn_blocks: Blocks | None = None, **kwargs):
     """transformers attention-interface function: per block when given `zyn_blocks`.
 
     query (1, H, S, D); key, value (1, Hkv, past + S, D), the cached prefix first.
-    Returns (1, S, H, D) as transformers' own attention functions do. Each block goes
-    through torch's fused kernel, which accumulates in float32 whatever the precision
-    (plain bf16 products would round the scores to 8 bits; see benchmarks/RESULTS.md).
+    Returns (1, S, H, D) as transformers' own attention functions do. Each block is
+    computed in float32 whatever the model's precision: a small one as two products and a
+    softmax, a large one by torch's fused kernel, which accumulates in float32 (plain bf16
+    products would round the scores to 8 bits; see benchmarks/RESULTS.md).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -69,15 +87,32 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
             or kwargs.get("sliding_window")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # (S, H, D)
-    past = key.shape[2] - query.shape[2]
-    gqa = query.shape[1] != key.shape[1]
-    for a, b, mask in zyn_blocks.spans:
-        k = torch.cat([key[:, :, :past], key[:, :, past + a:past + b]], dim=2)
-        v = torch.cat([value[:, :, :past], value[:, :, past + a:past + b]], dim=2)
-        o = F.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=mask.to(query.dtype), scale=scaling,
-                                           enable_gqa=gqa)
-        out[a:b] = o[0].transpose(0, 1)
+    _, heads, n_query, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    out = query.new_empty(n_query, heads, dim)
+    past = key.shape[2] - n_query
+    scale = scaling if scaling is not None else dim ** -0.5
+    small = [heads * (b - a) * (past + b - a) <= SMALL_BLOCK for a, b, _ in zyn_blocks.spans]
+    if any(small):  # float32 copies once per layer, not once per block
+        qf, kf, vf = query[0].float(), key[0].float(), value[0].float()
+    for i, (a, b, _) in enumerate(zyn_blocks.spans):
+        n = b - a
+        if small[i]:
+            # the `group` query heads that share a key head go in as the rows of one head:
+            # keys and values are not repeated per query head, and the products are larger
+            q = qf[:, a:b].reshape(kv_heads, group * n, dim)
+            k = torch.cat([kf[:, :past], kf[:, past + a:past + b]], dim=1)  # (Hkv, past + n, D)
+            v = torch.cat([vf[:, :past], vf[:, past + a:past + b]], dim=1)
+            mask = zyn_blocks.mask(i, torch.float32, group)[0]  # (group * n, past + n), for every key head
+            scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale)
+            o = torch.bmm(torch.softmax(scores, dim=-1), v).view(heads, n, dim)
+        else:
+            k = torch.cat([key[:, :, :past], key[:, :, past + a:past + b]], dim=2)
+            v = torch.cat([value[:, :, :past], value[:, :, past + a:past + b]], dim=2)
+            o = F.scaled_dot_product_attention(query[:, :, a:b], k, v, attn_mask=zyn_blocks.mask(i, query.dtype),
+                                               scale=scale, enable_gqa=group > 1)[0]
+        out[a:b] = o.transpose(0, 1)  # cast to the model's precision on the way
     return out.unsqueeze(0), None
 
 
