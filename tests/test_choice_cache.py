@@ -113,11 +113,18 @@ def test_second_process_reads_the_real_measurement(cache):
     env = dict(os.environ, ZYN_CACHE=str(cache))
     first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                     check=True).stdout.split() for _ in range(2))
-    assert first[0] == second[0]
-    if kernels.onednn_available():
-        data = json.loads(next((cache / "choices").glob("cpu-*.json")).read_text())
-        assert data["choices"]["onednn_is_faster/float32/0.95/3"] == (first[0] == "True")
-        assert float(second[1]) < 0.1  # read, not measured
+    if not kernels.onednn_available():
+        assert first[0] == second[0] == "False"
+        return
+    files = list((cache / "choices").glob("cpu-*.json"))
+    kept = json.loads(files[0].read_text())["choices"] if files else {}
+    if "onednn_is_faster/float32/0.95/3" not in kept:
+        # too close to call on this machine now (a busy one): not kept, so each process measured
+        assert float(second[1]) > 0.1
+        return
+    assert kept["onednn_is_faster/float32/0.95/3"] == (first[0] == "True")
+    assert second[0] == first[0]
+    assert float(second[1]) < 0.1  # read, not measured
 
 
 def test_close_call_is_not_kept(cache, monkeypatch):
