@@ -33,13 +33,12 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_causal_dir
     args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--chunk-rows", "40"]
     assert main(args + ["--output", str(whole)]) == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "zyn", *args, "--output", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(_parts(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "zyn", *args, "--output", str(out)], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while len(_parts(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
     committed = _parts(out)
     assert proc.returncode == -signal.SIGKILL and 3 <= len(committed) < 30, committed
     assert not out.exists()
