@@ -14,7 +14,6 @@ from zyn import TruncationWarning, ZeroShotRewardModel, ZynError
 from zyn.api import Query
 from zyn.backends.hf import HFBackend
 from zyn.backends.hf.planner import length_batches
-from zyn.backends.hf.runner import Runner
 from pathlib import Path
 
 # the frozen v1 sentiment (plain template) and v2 robust set: tests of mechanics that need their shape

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+SCORE_COLUMNS = ("p_yes", "reward", "penalty")  # a shard's number columns, besides p_yes/<question>
+
+
 def _records(path: str):
     csv = input_kind(path) == "csv"
     reader = open_input(path)
@@ -61,5 +64,3 @@ def _numbers(row: dict) -> dict:
                                  "wrote?") from None
     return out
 
-
-SCORE_COLUMNS = ("p_yes", "reward", "penalty")
