@@ -67,7 +67,6 @@ def run_schema(url: str, app, examples: int, deadline: float) -> dict[str, colle
     import httpx
     import schemathesis
     from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
 
     schema = schemathesis.openapi.from_dict(app.openapi())
     out = {}

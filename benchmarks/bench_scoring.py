@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import importlib.util
-import math
 import multiprocessing
 import os
 import platform

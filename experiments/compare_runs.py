@@ -16,8 +16,6 @@ prompt set), averaged over the last evaluation.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 

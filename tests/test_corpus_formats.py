@@ -102,9 +102,26 @@ def test_one_line_errors_for_mixed_parquet_columns_sharded_stdin_and_an_unreacha
     def offline(*a, **k):
         raise ConnectionError("Couldn't reach 'imdb' on the Hub (LocalEntryNotFoundError)")
 
+    from zyn.models import hub
+
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(hub, "unreachable", lambda: None)  # the hub answers; the load fails all the same
     assert main(["score", "--model", tiny_causal_dir, "--input", "hf:imdb", "--output", str(tmp_path / "h.jsonl")]) == 2
     assert "input: hf:imdb: the dataset could not be loaded (ConnectionError" in capsys.readouterr().err
+    # The hub does not answer: datasets runs in its offline mode (no ~23 s of retries), restored afterwards.
+    offline_during = []
+
+    def from_cache_only(*a, **k):
+        offline_during.append(datasets.config.HF_HUB_OFFLINE)
+        raise ConnectionError("Couldn't reach 'imdb' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", from_cache_only)
+    monkeypatch.setattr(hub, "unreachable", lambda: "the model hub https://huggingface.co cannot be reached (refused)")
+    before = datasets.config.HF_HUB_OFFLINE
+    assert main(["score", "--model", tiny_causal_dir, "--input", "hf:imdb", "--output", str(tmp_path / "h.jsonl")]) == 2
+    assert ("input: hf:imdb: the dataset could not be loaded (it is not in the local datasets cache and the model hub "
+            "https://huggingface.co cannot be reached (refused))") in capsys.readouterr().err
+    assert offline_during == [True] and datasets.config.HF_HUB_OFFLINE == before
 
 
 def test_outputs_are_valid_json_and_csv_cells_hold_json():

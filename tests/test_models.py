@@ -351,7 +351,7 @@ def test_same_size_corruption_is_caught_on_the_next_load(fake, stub_convert):
 
 
 def test_verify_rehashes_everything(fake, stub_convert, monkeypatch):
-    folder = prepare(FAKE)
+    prepare(FAKE)
     hashed = []
     real = models.cache.sha256_file
     monkeypatch.setattr(models.cache, "sha256_file", lambda p, *a, **k: hashed.append(p.name) or real(p, *a, **k))
@@ -634,8 +634,93 @@ def test_hub_failure_suggests_presets(monkeypatch):
         raise OSError("We couldn't connect to the hub")
 
     monkeypatch.setattr(models.loading, "_load_folder", offline)
-    with pytest.raises(ModelNotFoundError, match="offline preset: qwen2.5-coder-0.5b-instruct"):
+    monkeypatch.setattr(models.hub, "unreachable", lambda: None)  # reachable, yet the load failed
+    with pytest.raises(ModelNotFoundError, match="We couldn't connect.*offline preset: qwen2.5-coder-0.5b-instruct"):
         load_pretrained("google/flan-t5-large")
+
+
+# ------------------------------------------------------------------ the hub's reachability
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connecting is refused
+
+
+@pytest.fixture
+def hub_at(monkeypatch):
+    """Point the hub client at an endpoint; the probe's kept answer is forgotten before and after."""
+    from huggingface_hub import constants
+
+    def point(endpoint: str) -> None:
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        models.hub.reset()
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+                "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    yield point
+    models.hub.reset()
+
+
+def test_hub_probe_tells_a_refused_endpoint_from_a_listening_one(hub_at):
+    import socket
+
+    hub_at(f"http://127.0.0.1:{_closed_port()}")
+    why = models.hub.unreachable()
+    assert why and "cannot be reached" in why and "127.0.0.1" in why
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        hub_at(f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert models.hub.unreachable() is None
+
+
+def test_hub_probe_goes_through_the_proxy_and_does_not_print_its_credentials(hub_at, monkeypatch):
+    port = _closed_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:s3cret@127.0.0.1:{port}")
+    hub_at("https://hub.invalid")
+    why = models.hub.unreachable()
+    assert f"through the proxy 127.0.0.1:{port}" in why and "s3cret" not in why
+    monkeypatch.setenv("NO_PROXY", "hub.invalid")  # bypassed: the endpoint itself is asked (no such host)
+    hub_at("https://hub.invalid")
+    assert "proxy" not in models.hub.unreachable()
+
+
+def test_hub_offline_setting_counts_as_unreachable(hub_at, monkeypatch):
+    from huggingface_hub import constants
+
+    hub_at("http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert models.hub.unreachable() == "HF_HUB_OFFLINE is set"
+
+
+def test_unreachable_hub_fails_at_once_naming_why(hub_at, caplog):
+    hub_at(f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(ModelNotFoundError, match=r"'zyn-test/absent': it is not in the local hub cache and the "
+                                                 r"model hub http://127.0.0.1:\d+ cannot be reached .*offline preset"):
+        load_pretrained("zyn-test/absent")
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # not ~23 s of the client's retries
+
+
+def test_unreachable_hub_still_loads_a_model_from_the_local_hub_cache(hub_at, tiny_causal_dir, tmp_path, monkeypatch,
+                                                                      caplog):
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--zyn-test--tiny"
+    shutil.copytree(tiny_causal_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_at(f"http://127.0.0.1:{_closed_port()}")
+    model, tokenizer = load_pretrained("zyn-test/tiny")
+    assert model.config.num_hidden_layers == 2 and tokenizer("yes")["input_ids"]
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # the adapter lookup asked nothing either
 
 
 # ------------------------------------------------------------------ command line

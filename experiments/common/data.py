@@ -73,11 +73,15 @@ def _read_hub(spec: str, words: int, split: str, seed: int, limit: int | None) -
         import datasets
     except ImportError:  # pragma: no cover - datasets is a dependency of trl
         raise ExperimentError("hub datasets need the 'datasets' package; give a local file instead") from None
+    from zyn.models import hub
+
     try:
-        with _quiet_hub():
+        with _quiet_hub(), hub.datasets_offline_if_unreachable():  # no ~23 s of retries when offline
             ds = datasets.load_dataset(name, split=given_split or split)
     except Exception as e:  # offline, unknown name, unknown split: all the user's to fix
-        raise ExperimentError(f"could not load the dataset {spec!r} ({one_line(e)[:200]}); without hub "
+        offline = hub.unreachable()
+        why = f"it is not in the local datasets cache and {offline}" if offline else one_line(e)[:200]
+        raise ExperimentError(f"could not load the dataset {spec!r} ({why}); without hub "
                               f"access pass a local .txt/.jsonl/.csv file") from None
     column = "prompt" if "prompt" in ds.column_names else "text" if "text" in ds.column_names else None
     if column is None:

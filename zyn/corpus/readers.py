@@ -189,11 +189,16 @@ class DatasetReader(_ArrowRows):
 
         if self.spec.lower().startswith("hf:"):
             name, _, split = self.spec[3:].partition(":")
+            from ..models import hub
+
             try:
-                return datasets.load_dataset(name, split=split or "train")
+                with hub.datasets_offline_if_unreachable():  # no ~23 s of retries on an offline machine
+                    return datasets.load_dataset(name, split=split or "train")
             except Exception as e:  # noqa: BLE001 - no network, no such dataset or split: one line, not a traceback
-                raise InputError(f"input: {self.spec}: the dataset could not be loaded ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else ''}); save it with "
+                offline = hub.unreachable()
+                why = (f"it is not in the local datasets cache and {offline}" if offline
+                       else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                raise InputError(f"input: {self.spec}: the dataset could not be loaded ({why}); save it with "
                                  "Dataset.save_to_disk and give the folder, or check the name and split") from None
         ds = datasets.load_from_disk(self.spec)  # memory-mapped Arrow: rows stay on disk
         if isinstance(ds, datasets.DatasetDict):

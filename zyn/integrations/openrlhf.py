@@ -102,7 +102,10 @@ def env_chat_format() -> ChatFormat | str | None:
             if path not in _policy_tokenizers:
                 from transformers import AutoTokenizer
 
-                _policy_tokenizers[path] = resolve_chat_format(AutoTokenizer.from_pretrained(path))
+                from zyn.models import hub
+
+                only = {"local_files_only": True} if not os.path.isdir(path) and hub.unreachable() else {}
+                _policy_tokenizers[path] = resolve_chat_format(AutoTokenizer.from_pretrained(path, **only))
             return _policy_tokenizers[path]
     return os.environ.get("ZYN_CHAT_FORMAT") or None
 

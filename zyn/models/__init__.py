@@ -8,7 +8,9 @@ A model name is one of
 - a ``.gguf`` file;
 - a remote server, ``openai+http(s)://host:port/v1`` or ``vllm+http(s)://...`` (only classified
   here; the OpenAI backend talks to it);
-- otherwise a model-hub id (``google/flan-t5-large``), loaded by transformers as usual.
+- otherwise a model-hub id (``google/flan-t5-large``), loaded by transformers as usual. Where
+  the hub does not answer (asked once per process, `hub`), it loads from the local hub cache
+  or fails at once with the reason, instead of after transformers' ~23 s of retries.
 
 GGUF weights are de-quantised once into a cache folder (``$ZYN_CACHE``, default
 ``$XDG_CACHE_HOME/zyn`` or ``~/.cache/zyn``) as a plain transformers checkpoint: float32
@@ -24,7 +26,7 @@ never prints; long steps report through an optional ``progress(stage, done, tota
 
 The package, one concept per module: `sources` (what a name points at), `presets` (the
 offline presets and their integrity), `cache` (the converted-checkpoint cache), `gguf`
-(GGUF to checkpoint), `loading` (prepare and load any name).
+(GGUF to checkpoint), `hub` (whether the model hub answers), `loading` (prepare and load any name).
 """
 from ..errors import ModelDependencyError, ModelError, ModelIntegrityError, ModelNotFoundError
 from .cache import CACHE_FORMAT, Progress, cache_root, check_cache

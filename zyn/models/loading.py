@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, ModelNotFoundError
-from . import gguf
+from . import gguf, hub
 from .cache import (MANIFEST, VERIFIED, WEIGHTS, Progress, build_cached, cache_root, check_cache, checkpoint_id,
                     sha256_file)
 from .presets import PRESETS, Preset, assemble, part_paths, preset_dir, preset_source, verify_single
@@ -173,12 +173,16 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
         except ModelError as e:  # a read-only or full cache: the float32 copy, converted while loading
             warnings.warn(f"zyn: no {str(wanted).removeprefix('torch.')} copy in the cache ({e}); loading the "
                           "float32 copy and converting it, which takes more memory", stacklevel=2)
+    offline = hub.unreachable() if src.kind == "hub" else None  # asked once: no ~23 s of retries
     try:
-        model, tokenizer = _load_folder(folder, device=device, dtype=dtype, device_map=device_map)
+        model, tokenizer = _load_folder(folder, device=device, dtype=dtype, device_map=device_map,
+                                        local_files_only=offline is not None)
     except OSError as e:  # transformers' way of saying "no such model / no network"
         if src.kind == "local":
             raise ModelNotFoundError(f"cannot load the folder {folder}: {e}") from e
-        raise ModelNotFoundError(f"could not load {src.name!r} ({e}). Without model-hub access use an "
+        why = (f"it is not in the local hub cache and {offline}" if offline
+               else str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise ModelNotFoundError(f"could not load {src.name!r}: {why}. Without model-hub access use an "
                                  f"offline preset: {', '.join(PRESETS)}") from e
     except ValueError as e:  # e.g. "Unrecognized model": a folder without a usable config.json
         if src.kind != "local" or isinstance(e, ModelError):
@@ -221,17 +225,21 @@ def _precision_copy(folder: Path, dtype: Any) -> Path:
                          progress=None)
 
 
-def _load_folder(folder: str, *, device: Any, dtype: Any, device_map: Any) -> tuple[Any, Any]:
+def _load_folder(folder: str, *, device: Any, dtype: Any, device_map: Any,
+                 local_files_only: bool = False) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(folder)
-    kwargs: dict[str, Any] = {"config": config, "dtype": _torch_dtype(dtype)}
+    only = {"local_files_only": True} if local_files_only else {}
+    config = AutoConfig.from_pretrained(folder, **only)
+    kwargs: dict[str, Any] = {"config": config, "dtype": _torch_dtype(dtype), **only}
+    if local_files_only:  # the Auto classes' adapter lookup does not pass it on (transformers 5.x)
+        kwargs["adapter_kwargs"] = only
     if device_map is not None:
         kwargs["device_map"] = device_map
     model = gguf.auto_class(config).from_pretrained(folder, **kwargs)
     if device is not None and device_map is None:
         model = model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(folder, **_added_tokens(Path(folder)))
+    tokenizer = AutoTokenizer.from_pretrained(folder, **_added_tokens(Path(folder)), **only)
     return model.eval(), tokenizer
 
 
