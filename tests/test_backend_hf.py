@@ -151,6 +151,47 @@ def test_blockwise_attention_equals_the_dense_mask(tiny_causal, monkeypatch, sma
     assert not dense.backend.fast_paths(*dense.prompt_set.answers)["blockwise"]
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)], ids=["float32", "bf16"])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (6, 2), (8, 1)], ids=["MHA", "GQA", "MQA"])
+@pytest.mark.parametrize("which", ["products", "fused-kernel", "mixed"])
+def test_block_attention_equals_dense_attention_over_the_whole_row(monkeypatch, dtype, tol, heads, kv_heads, which):
+    """The attention function alone, on random queries, keys and values: each block against the
+    cached prefix and itself, with masked entries inside both (padding, causality), equals one
+    float64 softmax over the whole row's mask."""
+    from zyn.backends.hf import attention
+
+    g = torch.Generator().manual_seed(heads * 10 + kv_heads)
+    past, dim, lengths = 5, 8, [3, 7, 1, 4, 6]
+    spans, a = [], 0
+    for n in lengths:
+        spans.append((a, a + n))
+        a += n
+    S = a
+    allowed = torch.zeros(S, past + S, dtype=torch.bool)
+    for a, b in spans:
+        allowed[a:b, :past] = torch.rand(b - a, past, generator=g) > 0.3  # some prefix keys masked (padding)
+        allowed[a:b, past + a:past + b] = torch.ones(b - a, b - a).tril().bool()  # causal inside the block
+    mask = torch.where(allowed, 0.0, float("-inf"))[None, None]
+    q = torch.randn(1, heads, S, dim, generator=g).to(dtype)
+    k = torch.randn(1, kv_heads, past + S, dim, generator=g).to(dtype)
+    v = torch.randn(1, kv_heads, past + S, dim, generator=g).to(dtype)
+    if which == "fused-kernel":
+        monkeypatch.setattr(attention, "small_blocks", lambda h, p, blocks: [False] * len(blocks.spans))
+    elif which == "mixed":
+        monkeypatch.setattr(attention, "small_blocks", lambda h, p, blocks: [i % 2 == 0 for i in range(len(blocks.spans))])
+    module = torch.nn.Module().eval()
+    blocks = attention.Blocks.of(spans, mask)
+    out, _ = attention.block_attention(module, q, k, v, None, zyn_blocks=blocks)
+    again, _ = attention.block_attention(module, q, k, v, None, zyn_blocks=blocks)  # what was made once is reused
+    group = heads // kv_heads
+    kd, vd = (t.double().repeat_interleave(group, dim=1) for t in (k, v))
+    weights = torch.softmax(q.double() @ kd.transpose(-1, -2) * dim ** -0.5 + mask.double(), dim=-1)
+    dense = (weights @ vd).transpose(1, 2)  # (1, S, heads, dim)
+    assert out.dtype == dtype and out.shape == (1, S, heads, dim)
+    assert torch.equal(out, again)
+    assert (out.double() - dense).abs().max() < tol
+
+
 def test_identical_inputs_scored_once(tiny_causal, monkeypatch):
     rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
     rm.backend.fast_paths(*rm.prompt_set.answers)  # the one-time checks run their own passes

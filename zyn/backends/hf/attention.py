@@ -69,6 +69,11 @@ class Blocks:
 SMALL_BLOCK = 1 << 22  # 16 MB of float32 scores
 
 
+def small_blocks(heads: int, past: int, blocks: Blocks) -> list[bool]:
+    """Which blocks go through the products (at most `SMALL_BLOCK` scores), not the fused kernel."""
+    return [heads * (b - a) * (past + b - a) <= SMALL_BLOCK for a, b, _ in blocks.spans]
+
+
 def block_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                     zyn_blocks: Blocks | None = None, **kwargs):
     """transformers attention-interface function: per block when given `zyn_blocks`.
@@ -93,7 +98,7 @@ def block_attention(module, query, key, value, attention_mask, dropout: float = 
     out = query.new_empty(n_query, heads, dim)
     past = key.shape[2] - n_query
     scale = scaling if scaling is not None else dim ** -0.5
-    small = [heads * (b - a) * (past + b - a) <= SMALL_BLOCK for a, b, _ in zyn_blocks.spans]
+    small = small_blocks(heads, past, zyn_blocks)
     if any(small):  # float32 copies once per layer, not once per block
         qf, kf, vf = query[0].float(), key[0].float(), value[0].float()
     for i, (a, b, _) in enumerate(zyn_blocks.spans):
