@@ -176,6 +176,19 @@ def test_loaded_model_needs_tokenizer(tiny_causal):
         ZeroShotRewardModel(tiny_causal[0])
 
 
+@pytest.mark.parametrize("model", [None, 3, b"qwen", ["qwen"]], ids=["None", "int", "bytes", "list"])
+def test_a_model_that_is_no_name_nor_model_is_named(model):  # e.g. os.environ.get("ZYN_MODEL") while it is unset
+    with pytest.raises(ZynError, match=r"model: expected a model name .* got .*; the offline default is "
+                                       "'qwen2.5-coder-0.5b-instruct'"):
+        ZeroShotRewardModel(model, prompt="sentiment")
+
+
+def test_a_model_folder_may_be_a_path(tiny_causal_dir):
+    from pathlib import Path
+
+    assert len(ZeroShotRewardModel(Path(tiny_causal_dir), prompt="sentiment").score(["fine"])) == 1
+
+
 @pytest.mark.parametrize("options, match", [
     ({"batchsize": 8}, "'batchsize' is not an option of ZeroShotRewardModel with a transformers judge; "
                        "did you mean 'batch_size'"),

@@ -100,6 +100,26 @@ def test_validation_names_file_and_field(tmp_path, body, match):
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize("spec, match", [
+    ("sentimentt", r"no prompt set named 'sentimentt' \(did you mean 'sentiment'\?\); available: answer_grader"),
+    ("Detox", r"no prompt set named 'Detox' \(did you mean 'detox'\?\)"),
+    ("sentiment.yaml", r"sentiment.yaml: no such prompt file \(did you mean 'sentiment', the prompt set, named without"),
+    ("detox.yml", r"detox.yml: no such prompt file \(did you mean 'detox', the prompt set"),
+    ("nothing_alike.yaml", r"nothing_alike.yaml: no such prompt file$"),
+    ("elsewhere/sentiment.yaml", r"sentiment.yaml: no such prompt file$"),  # a path of its own: no guess
+])
+def test_a_mistyped_prompt_name_gets_the_shipped_set_it_resembles(spec, match):
+    with pytest.raises(PromptError, match=match):
+        load_prompt_set(spec)
+
+
+def test_a_choice_in_the_wrong_case_is_pointed_at(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\nquestions: [{template: '{{ text }} ok?', reward_answer: 'No'}]\n")
+    with pytest.raises(PromptError, match=r"reward_answer: 'No' is not one of yes, no \(did you mean 'no'\?\)"):
+        load_prompt_set(path)
+
+
 def test_declared_fields_render_and_missing_field_is_clear():
     ps = load_prompt_set("answer_grader")
     (q,) = ps.render({"prompt": "2+2?", "completion": "4", "reference": "four"})

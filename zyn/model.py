@@ -8,6 +8,7 @@ as a sequence classifier.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import warnings
@@ -153,8 +154,15 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
     """A backend for any accepted `model` argument (see ZeroShotRewardModel)."""
     if isinstance(model, Backend):
         return model
+    from .models import DEFAULT_JUDGE, load_pretrained, resolve
+
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if model is None or isinstance(model, (bytes, int, float, dict, list, tuple)):
+        raise ZynError(f"model: expected a model name (preset, folder, .gguf file, hub id or openai+http(s):// "
+                       f"URL) or a loaded model with its tokenizer, got {model!r:.60}; the offline default is "
+                       f"{DEFAULT_JUDGE!r} (zyn models list)")
     from .backends.hf import HFBackend
-    from .models import load_pretrained, resolve
 
     if isinstance(model, str) and resolve(model).kind == "remote":
         from .backends.remote import OpenAIBackend

@@ -287,8 +287,26 @@ def _validate(ps: PromptSet) -> None:
 
 
 def _check_choice(where: str, key: str, value: str, choices: Iterable[str]) -> None:
+    choices = list(choices)
     if value not in choices:
-        raise PromptError(f"{where}: {key}: {value!r} is not one of {', '.join(choices)}")
+        raise PromptError(f"{where}: {key}: {value!r} is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
+
+
+def _did_you_mean(value: Any, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to `value`, else ""."""
+    near = _closest(value, choices)
+    return f" (did you mean {near!r}?)" if near else ""
+
+
+def _closest(value: Any, choices: Iterable[str]) -> str | None:
+    """The choice equal or close to `value`, case aside; None if none is."""
+    import difflib
+
+    if not isinstance(value, str):
+        return None
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[close[0]] if close else None
 
 
 def _validate_penalty(pen: Penalty, where: str) -> None:
@@ -617,8 +635,9 @@ def load_prompt_set(spec: Any) -> PromptSet:
                 return _load_file(d / f"{spec}{ext}")
     if any(c.isspace() for c in spec.strip()) or spec.strip().endswith("?"):
         return question_prompt_set(spec.strip())
-    raise PromptError(f"prompt: no prompt set named {spec!r}; available: "
-                      f"{', '.join(available_prompt_sets()) or 'none'} (or pass a YAML path or a question)")
+    names = available_prompt_sets()
+    raise PromptError(f"prompt: no prompt set named {spec!r}{_did_you_mean(spec, names)}; available: "
+                      f"{', '.join(names) or 'none'} (or pass a YAML path or a question)")
 
 
 def question_prompt_set(question: str) -> PromptSet:
@@ -633,7 +652,9 @@ def question_prompt_set(question: str) -> PromptSet:
 
 def _load_file(path: Path) -> PromptSet:
     if not path.is_file():
-        raise PromptError(f"{path}: no such prompt file")
+        near = _closest(path.stem, available_prompt_sets()) if len(path.parts) == 1 else None
+        hint = f" (did you mean {near!r}, the prompt set, named without an extension?)" if near else ""
+        raise PromptError(f"{path}: no such prompt file{hint}")
     if path.stat().st_size > MAX_YAML_BYTES:
         raise PromptError(f"{path}: larger than {MAX_YAML_BYTES} bytes; a prompt set is a few questions")
     try:
