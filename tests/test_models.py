@@ -745,3 +745,12 @@ def test_a_folder_that_is_not_a_model_is_a_model_error(tmp_path):
     (tmp_path / "readme.txt").write_text("not a model")
     with pytest.raises(ModelError, match="is not a transformers model folder .* needs config.json"):
         load_pretrained(str(tmp_path))
+
+
+def test_loading_prints_no_progress_bar_and_leaves_transformers_settings_alone(tiny_causal_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    load_pretrained(tiny_causal_dir)
+    assert "Loading weights" not in capfd.readouterr().err  # the library never prints
+    assert hf_logging.is_progress_bar_enabled()

@@ -113,10 +113,8 @@ def _quiet_transformers(progress: Progress | None) -> Iterator[None]:
     `progress` and hide its own progress bars, since the library never prints. Best effort: if
     transformers moves that loop, its bar simply shows. Restores everything afterwards."""
     import transformers.modeling_gguf_pytorch_utils as mod
-    from transformers.utils import logging as hf_logging
 
     original = getattr(mod, "tqdm", None)
-    bars_on = hf_logging.is_progress_bar_enabled()
 
     def counted(iterable, *args, **kwargs):
         items = list(iterable)
@@ -127,13 +125,25 @@ def _quiet_transformers(progress: Progress | None) -> Iterator[None]:
 
     if original is not None:
         mod.tqdm = counted
+    try:
+        with hidden_progress_bars():
+            yield
+    finally:
+        if original is not None:
+            mod.tqdm = original
+
+
+@contextlib.contextmanager
+def hidden_progress_bars() -> Iterator[None]:
+    """transformers' progress bars (one per weight load) hidden for the duration; restored after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        if original is not None:
-            mod.tqdm = original
-        if bars_on:
+        if shown:
             hf_logging.enable_progress_bar()
 
 

@@ -236,7 +236,8 @@ def _load_folder(folder: str, *, device: Any, dtype: Any, device_map: Any,
         kwargs["adapter_kwargs"] = only
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = gguf.auto_class(config).from_pretrained(folder, **kwargs)
+    with gguf.hidden_progress_bars():  # the library never prints
+        model = gguf.auto_class(config).from_pretrained(folder, **kwargs)
     if device is not None and device_map is None:
         model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(folder, **_added_tokens(Path(folder)), **only)
