@@ -110,9 +110,19 @@ def test_eval_csv_with_positive_value_and_content_free(tmp_path, capsys):
 def test_eval_label_errors_are_one_line(tmp_path, capsys, rows, args, message):
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rc, out, err = run(capsys, "--input", path, "--output-dir", tmp_path / "o", *args)
+    rc, out, err = run(capsys, "--input", path, "--output-dir", tmp_path / "o" / "run1", *args)
     assert rc == 2
     assert message in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()  # a failed run leaves no empty folders behind
+
+
+def test_a_failed_run_keeps_a_folder_that_was_there(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "earlier.json").write_text("{}")
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a"}\n')
+    rc, _, err = run(capsys, "--input", path, "--output-dir", tmp_path / "o")
+    assert rc == 2 and (tmp_path / "o" / "earlier.json").read_text() == "{}"
 
 
 def test_eval_unreadable_inputs(tmp_path, capsys):
@@ -140,3 +150,14 @@ def test_save_calibrated_into_a_new_output_dir(tmp_path, data, capsys):
                      "--save-calibrated", tmp_path / "ev" / "{name}.yaml")
     assert rc == 0, err
     assert (tmp_path / "ev" / "sentiment.yaml").is_file()
+
+
+def test_max_length_reaches_the_judge_and_is_left_out_when_not_given(tmp_path, data, capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(zyn.model, "build_backend", lambda *a, **k: seen.append(k) or FakeBackend())
+    assert run(capsys, "--input", data, "--output-dir", tmp_path / "a", "--max-length", "64")[0] == 0
+    assert run(capsys, "--input", data, "--output-dir", tmp_path / "b")[0] == 0
+    assert seen[0]["max_length"] == 64 and "max_length" not in seen[1]  # a remote judge has no such option
+    with pytest.raises(SystemExit):
+        run(capsys, "--input", data, "--max-length", "0")
+    assert "--max-length: expected a whole number of at least 1, got 0" in capsys.readouterr().err

@@ -116,3 +116,12 @@ def test_probe_without_labels_and_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["probe", "--input", str(plain), "--perturb", "shout"])
     capsys.readouterr()
+    from zyn.errors import ModelNotFoundError
+
+    def missing(*a, **k):
+        raise ModelNotFoundError("no such file or folder: 'gone'")
+
+    monkeypatch.setattr(zyn.model, "build_backend", missing)
+    rc, out, err = run(capsys, "--input", plain, "--model", "gone", "--output-dir", tmp_path / "new" / "o")
+    assert rc == 2 and "no such file or folder" in err
+    assert not (tmp_path / "new").exists()  # the model failed to load: no empty folders left behind

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 
 from ..models import DEFAULT_JUDGE
@@ -46,14 +47,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, help="most queries per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto (GPU bf16, CPU float32) or fast "
-                                   "(bf16 on CPUs that measure it faster; P(yes) drift <= ~0.03)")
+                                   "(bf16 on CPUs that measure it faster; P(yes) drift up to ~0.015 on the "
+                                   "benchmark's texts)")
+    p.add_argument("--max-length", type=positive_int, metavar="TOKENS",
+                   help="longest input in tokens; a longer one is cut inside its text, never in the question "
+                        "(default: the model's context; a local judge only)")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ZeroShotRewardModel that `add_run_options` collected."""
+    options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
+    if args.max_length is not None:  # not an option of a remote judge: passed only when asked for
+        options["max_length"] = args.max_length
+    return options
 
 
 def load_reward_model(args: argparse.Namespace, prompt=None):
     from ..model import ZeroShotRewardModel
 
-    return ZeroShotRewardModel(args.model, prompt=prompt or args.prompt, reward=args.reward,
-                               batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    return ZeroShotRewardModel(args.model, prompt=prompt or args.prompt, reward=args.reward, **run_options(args))
 
 
 def add_judge_options(p: argparse.ArgumentParser) -> None:
@@ -63,8 +75,10 @@ def add_judge_options(p: argparse.ArgumentParser) -> None:
                    help="prompt-set name, YAML path or question; repeat to compare several (default: sentiment)")
 
 
+@contextlib.contextmanager
 def output_folder(path: str, option: str = "--output-dir"):
-    """`path` as a folder that exists (made if need be), checked before any scoring."""
+    """`path` as a folder that exists (made if need be), checked before any scoring; the
+    folders made here are removed again if the block fails before writing into them."""
     from pathlib import Path
 
     from ..errors import InputError
@@ -72,8 +86,17 @@ def output_folder(path: str, option: str = "--output-dir"):
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{option}: {path} is a file; give a folder")
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{option}: cannot make the folder {path}: {e.strerror}") from None
-    return folder
+    try:
+        yield folder
+    except BaseException:
+        for p in made:
+            try:
+                p.rmdir()  # only while empty: nothing written is removed
+            except OSError:
+                break
+        raise

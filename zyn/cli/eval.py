@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ZynError
-from .common import output_folder
+from .common import output_folder, run_options
 
 _TRUE = {"1", "true", "yes", "pos", "positive"}
 _FALSE = {"0", "false", "no", "neg", "negative"}
@@ -299,25 +299,24 @@ def run(args: argparse.Namespace) -> int:
     names = [ps.name for ps in prompt_sets]
     if len(set(names)) != len(names):
         raise InputError(f"--prompt: prompt-set names must differ, got {names}")
-    out_dir = output_folder(args.output_dir)  # first: --save-calibrated may point into it
-    calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
-    records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
+    with output_folder(args.output_dir) as out_dir:  # first: --save-calibrated may point into it
+        calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
+        records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
 
-    console = Console()
-    with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
-        rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], batch_size=args.batch_size,
-                                 device=args.device, dtype=args.dtype)
-        try:
-            results = evaluate_prompt_sets(rm, prompt_sets, records, labels, args.calibrate, args.bins, args.seed)
-        except ZynError:
-            raise
-        except ValueError as e:  # the maths' own refusals (all scores NaN, a class gone after NaN rows)
-            raise InputError(f"cannot evaluate: {e}") from None
-    results.update(input=str(args.input), model=args.model, label_field=args.label_field)
-    console.print(results_table(results))
-    (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
-    written = [out_dir / "results.json", *write_plots(results, out_dir)]
-    if args.save_calibrated:
-        written += save_calibrated(results, prompt_sets, calibrated)
-    console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
-    return 0
+        console = Console()
+        with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
+            rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], **run_options(args))
+            try:
+                results = evaluate_prompt_sets(rm, prompt_sets, records, labels, args.calibrate, args.bins, args.seed)
+            except ZynError:
+                raise
+            except ValueError as e:  # the maths' own refusals (all scores NaN, a class gone after NaN rows)
+                raise InputError(f"cannot evaluate: {e}") from None
+        results.update(input=str(args.input), model=args.model, label_field=args.label_field)
+        console.print(results_table(results))
+        (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=1))
+        written = [out_dir / "results.json", *write_plots(results, out_dir)]
+        if args.save_calibrated:
+            written += save_calibrated(results, prompt_sets, calibrated)
+        console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
+        return 0

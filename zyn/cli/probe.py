@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .common import output_folder
+from .common import output_folder, run_options
 
 COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_rate", "lower"),
            ("flip_rate", "flips"), ("neg_flip_up", "neg→yes"), ("auroc_attacked", "AUROC"))
@@ -218,17 +218,16 @@ def run(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(args.perturb or PERTURBATIONS))
     records, labels = load_texts(args.input, args.field, None if args.no_labels else args.label_field,
                                  args.positive, args.limit)
-    out_dir = output_folder(args.output_dir)
+    with output_folder(args.output_dir) as out_dir:
 
-    console = Console()
-    total = len(records) * (1 + len(names))
-    with console.status(f"loading {args.model} and scoring {total} texts x {len(prompt_sets)} prompt set(s)"):
-        rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], batch_size=args.batch_size,
-                                 device=args.device, dtype=args.dtype)
-        results = probe_prompt_sets(rm, prompt_sets, records, labels, names, args.field)
-    results.update(input=str(args.input), model=args.model)
-    console.print(results_table(results))
-    (out_dir / "probe.json").write_text(json.dumps(_json_safe(results), indent=1, ensure_ascii=False))
-    written = [out_dir / "probe.json", write_plot(results, out_dir)]
-    console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
-    return 0
+        console = Console()
+        total = len(records) * (1 + len(names))
+        with console.status(f"loading {args.model} and scoring {total} texts x {len(prompt_sets)} prompt set(s)"):
+            rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], **run_options(args))
+            results = probe_prompt_sets(rm, prompt_sets, records, labels, names, args.field)
+        results.update(input=str(args.input), model=args.model)
+        console.print(results_table(results))
+        (out_dir / "probe.json").write_text(json.dumps(_json_safe(results), indent=1, ensure_ascii=False))
+        written = [out_dir / "probe.json", write_plot(results, out_dir)]
+        console.print("wrote " + ", ".join(str(p) for p in written), markup=False, highlight=False)
+        return 0
