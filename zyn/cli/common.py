@@ -34,6 +34,20 @@ port_number = _number(int, lambda v: 0 <= v <= 65535, "a port from 0 to 65535")
 probability = _number(float, lambda v: 0 <= v <= 1, "a probability from 0 to 1")
 
 
+def console(stderr: bool = False):
+    """A rich Console for the command line: as wide as the terminal, or, when the output is a
+    file or a pipe (where rich assumes 80 columns), wide enough that tables keep whole words
+    (``COLUMNS`` still decides where it is set)."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=160 if wide else None)
+
+
 def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
     p.add_argument("--model", default=DEFAULT_JUDGE, help=MODEL_HELP)
     p.add_argument("--prompt", default="sentiment", help=prompt_help)

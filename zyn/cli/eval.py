@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ZynError
-from .common import output_folder, run_options
+from .common import console as cli_console, output_folder, run_options
 
 _TRUE = {"1", "true", "yes", "pos", "positive"}
 _FALSE = {"0", "false", "no", "neg", "negative"}
@@ -286,8 +286,6 @@ def save_calibrated(results: dict, prompt_sets: list, paths: dict[str, Path]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..model import ZeroShotRewardModel
     from ..prompts import load_prompt_set
 
@@ -303,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
         records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)
 
-        console = Console()
+        console = cli_console()
         with console.status(f"loading {args.model} and scoring {len(records)} rows x {len(prompt_sets)} prompt set(s)"):
             rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], **run_options(args))
             try:

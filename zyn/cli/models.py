@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from .. import models
+from .common import console as cli_console
 
 _STAGES = {
     "wait": "waiting for another process preparing it",
@@ -52,7 +53,7 @@ def run_list(args: argparse.Namespace) -> int:
         installed = "[green]yes[/green]" if s.installed else f"[red]no[/red] ({len(s.missing)} missing)"
         cached = f"[green]yes[/green] {_size(s.cache_size)}" if s.cached else "no"
         table.add_row(s.name, s.role, installed, cached, _size(s.size), _compact(s.packages))
-    console = Console()
+    console = cli_console()
     console.print(table)
     for s in rows:
         console.print(f"[bold]{s.name}[/bold]: {s.summary}", highlight=False)

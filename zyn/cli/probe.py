@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .common import output_folder, run_options
+from .common import console as cli_console, output_folder, run_options
 
 COLUMNS = (("mean_shift_p", "ΔP"), ("mean_shift_reward", "Δreward"), ("lower_rate", "lower"),
            ("flip_rate", "flips"), ("neg_flip_up", "neg→yes"), ("auroc_attacked", "AUROC"))
@@ -206,8 +206,6 @@ def _json_safe(x: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..model import ZeroShotRewardModel
     from ..probe import PERTURBATIONS
     from ..prompts import load_prompt_set
@@ -220,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                                  args.positive, args.limit)
     with output_folder(args.output_dir) as out_dir:
 
-        console = Console()
+        console = cli_console()
         total = len(records) * (1 + len(names))
         with console.status(f"loading {args.model} and scoring {total} texts x {len(prompt_sets)} prompt set(s)"):
             rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], **run_options(args))

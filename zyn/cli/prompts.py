@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import ZynError
 from ..prompts import available_prompt_sets, load_prompt_set
+from .common import console as cli_console
 
 EXAMPLE = "A gripping story with wonderful performances; I would watch it again."
 
@@ -35,12 +35,12 @@ def run_list(args) -> int:
         ps = load_prompt_set(name)
         qs = ", ".join(f"{q.name} ({q.reward_answer})" for q in ps.questions)
         table.add_row(name, qs, ps.reward, ps.combine, ps.description)
-    Console().print(table)
+    cli_console().print(table)
     return 0
 
 
 def run_validate(args) -> int:
-    console, failed = Console(), 0
+    console, failed = cli_console(), 0
     for path in args.files:
         try:
             ps = load_prompt_set(path if path.endswith((".yaml", ".yml")) else path + ".yaml")
@@ -60,7 +60,7 @@ def run_show(args) -> int:
         if not sep:
             raise ZynError(f"--field {item!r}: expected KEY=VALUE")
         record[key] = value
-    console = Console()
+    console = cli_console()
     console.print(Text(ps.name, style="bold") + Text(f" v{ps.version}  reward={ps.reward}  combine={ps.combine}  "
                   f"answers yes={list(ps.answers[0])} no={list(ps.answers[1])}  chat_template={ps.chat_template}"),
                   highlight=False)  # Text: brackets in names and answers are not markup
