@@ -82,6 +82,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(show_path=False, show_time=False)])
     logging.captureWarnings(True)
+    logging.getLogger("zyn.cli").setLevel(logging.INFO)  # the commands' own news (serve's address) at INFO
     warnings.simplefilter("default")
     warnings.simplefilter("always", TruncationWarning)  # each call's count (a chunk's), not only the first
     warnings.formatwarning = _format_warning

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                             request_timeout_s=args.timeout, body_timeout_s=args.body_timeout,
                             failure_reward=args.failure_reward, trusted_networks=args.trusted_network,
                             policy_chat_format=chat_format)
-    log.warning("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
+    log.info("serving %s on http://%s:%d (docs at /docs)", ", ".join(models), args.host, args.port)
     server.uvicorn_server(app, args.host, args.port, header_timeout_s=args.header_timeout,
                           max_connections=args.max_connections, log_level="info" if args.verbose else "warning",
                           graceful_s=args.timeout + 10, forwarded_allow_ips=args.forwarded_allow_ips).run()
