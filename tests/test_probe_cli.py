@@ -125,3 +125,22 @@ def test_probe_without_labels_and_errors(tmp_path, capsys, monkeypatch):
     rc, out, err = run(capsys, "--input", plain, "--model", "gone", "--output-dir", tmp_path / "new" / "o")
     assert rc == 2 and "no such file or folder" in err
     assert not (tmp_path / "new").exists()  # the model failed to load: no empty folders left behind
+
+
+def test_prompt_completion_records_perturb_the_completion_by_default(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    class Recording(FakeBackend):
+        def logodds(self, groups, yes, no):
+            seen.extend(q.user for g in groups for q in g)
+            return super().logodds(groups, yes, no)
+
+    monkeypatch.setattr(zyn.model, "build_backend", lambda *a, **k: Recording())
+    path = tmp_path / "pc.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "Write a review:", "completion": t, "label": y}) + "\n"
+                            for t, y in ROWS))
+    rc, out, err = run(capsys, "--input", path, "--perturb", "upper", "--output-dir", tmp_path / "o")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "o" / "probe.json").read_text())["field"] == "completion"
+    upper = [u for u in seen if "V=2 LOVELY FILM" in u]
+    assert upper and all("Write a review:" in u for u in upper)  # the prompt kept as it is, the completion attacked

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_judge_options(p)
     p.add_argument("--input", required=True, help="FILE.jsonl or FILE.csv of texts, labelled or not")
-    p.add_argument("--field", default="text", help="the field holding the text to perturb (default: text)")
+    p.add_argument("--field", help="the field holding the text to perturb (default: text; for prompt/completion "
+                   "records, completion: the attack is on the policy's output, the prompt stays as it is)")
     p.add_argument("--label-field", default="label",
                    help="the field holding 0/1 labels (default: label); rows without it are unlabelled")
     p.add_argument("--no-labels", action="store_true", help="ignore labels even where the file has them")
@@ -51,14 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- input
 
-def load_texts(path: str, field: str, label_field: str | None, positive: str | None = None,
-               limit: int | None = None) -> tuple[list[dict], np.ndarray | None]:
-    """Records holding `field`, and their 0/1 labels if every row has `label_field` (else None)."""
+def load_texts(path: str, field: str | None, label_field: str | None, positive: str | None = None,
+               limit: int | None = None) -> tuple[list[dict], np.ndarray | None, str]:
+    """Records holding `field`, their 0/1 labels if every row has `label_field` (else None),
+    and the field to perturb: `field`, or by default "text", or "completion" for records of
+    a prompt and its completion."""
     from ..records import read_records
     from .eval import parse_labels
 
     try:
-        good, bad = read_records(path, field)
+        good, bad = read_records(path, field or "text")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"input: cannot read {path!r}: {e}") from None
     if bad:
@@ -66,19 +69,22 @@ def load_texts(path: str, field: str, label_field: str | None, positive: str | N
     good = good[:limit] if limit else good
     if not good:
         raise InputError(f"{path}: no records")
+    if field is None:  # what the judge reads of a prompt/completion record is both; the completion is perturbed
+        first = good[0][1]
+        field = "completion" if "text" not in first and isinstance(first.get("completion"), str) else "text"
     missing = [line for line, r in good if not isinstance(r.get(field), str)]
     if missing:
         raise InputError(f"{path}: no text field {field!r} on {len(missing)} row(s) (first: line {missing[0]}); "
                          "name it with --field")
     records = [r for _, r in good]
     if not label_field or all(r.get(label_field) in (None, "") for r in records):
-        return records, None
+        return records, None, field
     unlabelled = [line for (line, _), r in zip(good, records) if r.get(label_field) in (None, "")]
     if unlabelled:
         raise InputError(f"{path}: no label {label_field!r} on {len(unlabelled)} row(s) (first: line "
                          f"{unlabelled[0]}); label every row, or pass --no-labels")
     labels = parse_labels([r.get(label_field) for r in records], [line for line, _ in good], label_field, positive)
-    return records, labels
+    return records, labels, field
 
 
 def _with_text(record: dict, field: str, text: str) -> dict:
@@ -214,16 +220,16 @@ def run(args: argparse.Namespace) -> int:
     if len({ps.name for ps in prompt_sets}) != len(prompt_sets):
         raise InputError(f"--prompt: prompt-set names must differ, got {[ps.name for ps in prompt_sets]}")
     names = list(dict.fromkeys(args.perturb or PERTURBATIONS))
-    records, labels = load_texts(args.input, args.field, None if args.no_labels else args.label_field,
-                                 args.positive, args.limit)
+    records, labels, field = load_texts(args.input, args.field, None if args.no_labels else args.label_field,
+                                        args.positive, args.limit)
     with output_folder(args.output_dir) as out_dir:
 
         console = cli_console()
         total = len(records) * (1 + len(names))
         with console.status(f"loading {args.model} and scoring {total} texts x {len(prompt_sets)} prompt set(s)"):
             rm = ZeroShotRewardModel(args.model, prompt=prompt_sets[0], **run_options(args))
-            results = probe_prompt_sets(rm, prompt_sets, records, labels, names, args.field)
-        results.update(input=str(args.input), model=args.model)
+            results = probe_prompt_sets(rm, prompt_sets, records, labels, names, field)
+        results.update(input=str(args.input), model=args.model, field=field)
         console.print(results_table(results))
         (out_dir / "probe.json").write_text(json.dumps(_json_safe(results), indent=1, ensure_ascii=False))
         written = [out_dir / "probe.json", write_plot(results, out_dir)]
