@@ -20,6 +20,7 @@ import torch
 from conftest import CHAT_TEMPLATE, _tokenizer
 
 from zyn import ZeroShotRewardModel
+from zyn.errors import MissingFieldError
 from zyn.integrations import openrlhf as zyn_openrlhf, shared
 from zyn.integrations.chatformat import CHATML, ChatFormat, resolve_chat_format, split_query
 
@@ -234,7 +235,54 @@ def test_openrlhf_doc_examples():
 
     from zyn.integrations import chatformat
 
-    assert doctest.testmod(chatformat).failed == 0
+    for module in (chatformat, zyn_openrlhf, shared):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_openrlhf_executor_hands_its_label_to_the_grader(executor_class, hook_env, policy_tokenizers, monkeypatch):
+    """OpenRLHF's own executor with ZYN_PROMPT=answer_grader: each sample's label reaches
+    the grader as its reference answer (it was the field 'label', which no shipped prompt
+    set reads, so every sample raised)."""
+    hook_env.setenv("ZYN_PROMPT", "answer_grader")
+    monkeypatch.setenv("ZYN_CHAT_FORMAT", "chatml")
+    tok = policy_tokenizers["chatml"]
+    executor = executor_class(remote_rm_url=zyn_openrlhf.__file__)
+    params = types.SimpleNamespace(max_tokens=16, logprobs=None)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    response = tok("4<|im_end|>", add_special_tokens=False)["input_ids"]
+
+    async def rollouts():
+        return await asyncio.gather(*(executor.execute(prompt, label, params, 256, tok, FakeEngine(response))
+                                      for label in ("4", "5")))
+
+    outputs = asyncio.run(rollouts())
+    judge = shared.shared_reward_model()
+    conversation = DEFAULT_SYSTEM["chatml"] + [{"role": "user", "content": "What is 2 + 2?"},
+                                               {"role": "assistant", "content": "4"}]
+    direct = judge.score_detailed([{"messages": conversation, "reference": ref} for ref in ("4", "5")])
+    for i, out in enumerate(outputs):
+        assert torch.tensor([out["reward"]]).flatten()[0].item() == pytest.approx(direct.rewards[i], abs=1e-5)
+        assert out["extra_logs"]["zyn/failed"].tolist() == [0.0]
+    assert direct.rewards[0] != pytest.approx(direct.rewards[1], abs=1e-6)  # the reference was read
+
+
+def test_labels_are_the_reference_and_a_missing_one_is_named(tiny_causal):
+    grader = zyn_openrlhf.OpenRLHFReward(ZeroShotRewardModel(*tiny_causal, prompt="answer_grader"), "none")
+    out = grader(["What is 2+2? 4"], ["What is 2+2? "], ["4"])
+    direct = grader.rm.score_detailed([{"prompt": "What is 2+2? ", "completion": "4", "reference": "4"}])
+    assert out["rewards"].tolist() == pytest.approx(direct.rewards, abs=1e-5)
+    assert out["extra_logs"]["zyn/failed"].tolist() == [0.0]
+    assert zyn_openrlhf.openrlhf_records(["q a"], ["q "], [7], "none") == [
+        {"prompt": "q ", "completion": "a", "label": 7, "reference": "7"}]  # 'label' kept as sent
+    # no label: None, or the "" OpenRLHF sends without --data.label_key, is no reference
+    for labels in ([None], [""], None):
+        with pytest.raises(MissingFieldError, match=r"\['reference'\].*OpenRLHF hands the judge .*--data.label_key"):
+            grader(["What is 2+2? 4"], ["What is 2+2? "], labels)
+    # a prompt set that reads no reference is unaffected by a missing one
+    sentiment = zyn_openrlhf.OpenRLHFReward(grader.rm.with_prompt("sentiment"), "none")
+    assert sentiment(["A gem."], [""], [""])["rewards"].tolist() == pytest.approx(
+        sentiment(["A gem."], [""], ["x"])["rewards"].tolist(), abs=1e-6)
 
 
 def test_plain_text_policy_is_judged_as_the_other_hooks_judge_it(tiny_causal):

@@ -52,6 +52,23 @@ def test_orm_registered_and_called_by_swift(zyn_env):
     assert pickle.loads(pickle.dumps(reward_func)).__class__ is cls
 
 
+def test_a_solution_column_is_the_graders_reference(zyn_env):
+    """swift's accuracy ORM reads a 'solution' column: it reaches answer_grader as the
+    reference (a 'reference' column wins); a None one is refused with swift's advice."""
+    from zyn.errors import MissingFieldError
+
+    reward_func = zyn_swift.register("zyn_solution_grader", prompt="answer_grader")(args=None)
+    samples = [GRPOSample(messages=[{"role": "user", "content": p}, {"role": "assistant", "content": c}],
+                          extra={"solution": ref}) for p, c, ref in ROWS]
+    rewards = compute_rewards_per_func(samples, [reward_func], [None], device=torch.device("cpu"), trainer_state=None)
+    judge = shared.shared_reward_model(prompt="answer_grader")
+    direct = judge.score([{"prompt": p, "completion": c, "reference": ref} for p, c, ref in ROWS])
+    assert rewards[:, 0].tolist() == pytest.approx(direct, abs=1e-5)
+    with pytest.raises(MissingFieldError, match=r"\['reference'\].*ms-swift hands the judge the dataset's columns"):
+        reward_func([c for _, c, _ in ROWS], solution=["good", None, "good"])
+    del orms["zyn_solution_grader"]
+
+
 def test_rm_plugin_built_and_called_by_swift(tiny_causal):
     model, tok = tiny_causal
     zyn_swift.register_rm_plugin("zyn_rm", prompt="sentiment")

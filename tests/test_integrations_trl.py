@@ -144,3 +144,31 @@ def test_unreadable_turn_contents_are_named(rm, content, error):
     with pytest.raises(InputError, match=error):
         rm.as_trl_reward()(prompts=[[{"role": "user", "content": content}]],
                            completions=[[{"role": "assistant", "content": "x"}]])
+
+
+def test_the_reference_answer_reaches_the_grader(tiny_causal):
+    """A 'reference' column, else 'solution' (the column TRL's accuracy_reward reads), is
+    answer_grader's reference; a None one is none, refused with TRL's advice rather than
+    rendered as the text "None"."""
+    from zyn.errors import MissingFieldError
+
+    grader = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader").as_trl_reward()
+    prompts, completions = ["What is 2 + 2?", "What is 3 + 3?"], ["4", "6"]
+    direct = grader.rm.score_detailed([{"prompt": p, "completion": c, "reference": r}
+                                       for p, c, r in zip(prompts, completions, ["4", "7"])]).rewards
+    assert grader(prompts=prompts, completions=completions, solution=["4", "7"]) == pytest.approx(direct, abs=1e-6)
+    assert grader(prompts=prompts, completions=completions, reference=["4", "7"], solution=["x", "y"]) == \
+        pytest.approx(direct, abs=1e-6)  # a reference column wins
+    assert asyncio.run(grader.rm.as_trl_reward(async_=True)(prompts=prompts, completions=completions,
+                                                             solution=["4", "7"])) == pytest.approx(direct, abs=1e-6)
+    for columns in ({"reference": ["4", None]}, {"solution": ["4", None]}, {}):
+        with pytest.raises(MissingFieldError, match=r"\['reference'\].*TRL hands the judge the dataset's columns"):
+            grader(prompts=prompts, completions=completions, **columns)
+
+
+def test_trl_hook_doc_examples():
+    import doctest
+
+    from zyn.integrations import trl as zyn_trl
+
+    assert doctest.testmod(zyn_trl).failed == 0

@@ -50,3 +50,34 @@ def test_trlx_hooks_pickle(rm):
     again = pickle.loads(pickle.dumps(TrlxReward(rm)))
     assert again.__name__ == "zyn_sentiment_robust"
     assert again(samples=["A gem."]) == pytest.approx(TrlxReward(rm)(samples=["A gem."]), abs=1e-6)
+
+
+def test_a_reference_key_reaches_the_grader(tiny_causal):
+    """trlx hands the judge the prompt dataset's keys: 'reference' (else 'solution') is
+    answer_grader's reference; a None one is refused with trlx's advice, not read as "None"."""
+    from zyn.errors import MissingFieldError
+
+    grader = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader")
+    prompts, outputs = ["What is 2 + 2? ", "What is 3 + 3? "], ["4", "6"]
+    samples = [p + o for p, o in zip(prompts, outputs)]
+    direct = grader.score_detailed([{"prompt": p, "completion": o, "text": p + o, "reference": r}
+                                    for p, o, r in zip(prompts, outputs, ["4", "7"])])
+    reward_fn, metric_fn = TrlxReward(grader), TrlxMetrics(grader)
+    assert reward_fn(samples=samples, prompts=prompts, outputs=outputs, solution=["4", "7"]) == \
+        pytest.approx(direct.rewards, abs=1e-6)
+    assert metric_fn(samples=samples, prompts=prompts, outputs=outputs, reference=["4", "7"])["p_yes"] == \
+        pytest.approx(direct.p_yes, abs=1e-6)
+    for hook in (reward_fn, metric_fn):
+        with pytest.raises(MissingFieldError, match=r"item 1: missing field\(s\) \['reference'\].*trlx hands"):
+            hook(samples=samples, prompts=prompts, outputs=outputs, reference=["4", None])
+    # a prompt set that reads no reference is unaffected by a None one
+    plain = TrlxReward(grader.with_prompt("sentiment"))
+    assert plain(samples=samples, reference=[None, None]) == pytest.approx(plain(samples=samples), abs=1e-6)
+
+
+def test_trlx_doc_examples():
+    import doctest
+
+    from zyn.integrations import trlx
+
+    assert doctest.testmod(trlx).failed == 0

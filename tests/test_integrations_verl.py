@@ -29,7 +29,7 @@ from zyn.integrations import shared, verl as zyn_verl
 ITEMS = [  # (data_source, solution_str, ground_truth, extra_info)
     ("gsm8k", "The answer is 4.", "4", {"question": "What is 2 + 2?", "index": 0, "split": "train"}),
     ("gsm8k", "It is 5.", "4", {"question": "What is 2 + 2?", "index": 1, "split": "train"}),
-    ("chat", "A wonderful, moving film.", None, {"prompt": [{"role": "user", "content": "Review a film."}]}),
+    ("chat", "A wonderful, moving film.", "A warm review.", {"prompt": [{"role": "user", "content": "Review a film."}]}),
     ("plain", "Two hours I will never get back.", "", {}),
 ]
 
@@ -226,3 +226,27 @@ def test_a_bad_batch_size_variable_is_named(zyn_env, monkeypatch):
     monkeypatch.setenv("ZYN_BATCH_SIZE", "abc")
     with pytest.raises(ZynError, match="ZYN_BATCH_SIZE='abc': expected a whole number"):
         zyn_verl.compute_score(*ITEMS[0])
+
+
+def test_a_none_ground_truth_is_no_reference(tiny_causal):
+    """verl's ground_truth is answer_grader's 'reference'; None is no reference at all, so
+    the grader refuses it with verl's advice instead of grading against "", and a prompt
+    set that reads no reference scores the item as before."""
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader")
+    grader = zyn_verl.VerlReward(rm)
+    assert "reference" not in zyn_verl.verl_record("x", "42", None, {"question": "6*7"})
+    with pytest.raises(MissingFieldError, match=r"\['reference'\].*ground_truth as 'reference', and it was None: "
+                                                r"set reward_model.ground_truth"):
+        grader(data_source="x", solution_str="42", ground_truth=None, extra_info={"question": "6*7"})
+    with pytest.raises(MissingFieldError, match=r"item 1: missing field\(s\) \['reference'\]"):  # the batch form too
+        grader(data_sources=["x", "x"], solution_strs=["42", "41"], ground_truths=["42", None],
+               extra_infos=[{"question": "6*7"}] * 2)
+    # a given ground truth is read: it reaches the template as the reference answer
+    direct = rm.score_detailed([{"prompt": "6*7", "completion": "42", "reference": "42"}]).rewards[0]
+    assert grader(data_source="x", solution_str="42", ground_truth=42,
+                  extra_info={"question": "6*7"})["score"] == pytest.approx(direct, abs=1e-6)
+    sentiment = zyn_verl.VerlReward(rm.with_prompt("sentiment"))
+    none = sentiment(data_source=None, solution_str="A gem.", ground_truth=None)
+    assert none["failed"] == 0.0
+    assert none["score"] == pytest.approx(sentiment(data_source="x", solution_str="A gem.", ground_truth="y")["score"],
+                                          abs=1e-6)

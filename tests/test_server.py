@@ -110,6 +110,68 @@ def test_openrlhf_remote_reward_protocol(served, rms):
     assert r.status_code == 422
 
 
+@pytest.fixture
+def grader(rms):
+    """(base URL, app) of a server whose default prompt set is answer_grader (it reads 'reference')."""
+    app = create_app({"answer_grader": rms["sentiment"].with_prompt("answer_grader"), "sentiment": rms["sentiment"]})
+    with serve_in_thread(app) as url:
+        yield url, app
+
+
+def test_openrlhf_labels_reach_the_grader_as_its_reference(grader, rms):
+    url, _ = grader
+    body = {"query": ["What is 2+2? 4", "What is 2+2? 4"], "prompts": ["What is 2+2? "] * 2, "labels": ["4", 5]}
+    r = httpx.post(url + "/get_reward", json=body)
+    assert r.status_code == 200, r.text
+    direct = rms["sentiment"].with_prompt("answer_grader").score_detailed(
+        [{"prompt": "What is 2+2? ", "completion": "4", "reference": ref} for ref in ("4", "5")])
+    assert r.json()["rewards"] == pytest.approx(direct.rewards, abs=TOL_P)
+    assert r.json()["extra_logs"]["zyn/failed"] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("labels", [None, [""], [None]], ids=["no-labels", "empty", "null"])
+def test_get_reward_without_the_field_the_prompt_set_reads_is_a_logged_422(grader, labels, caplog):
+    """OpenRLHF without --data.label_key sends "" labels: answer_grader cannot grade, and
+    every sample would get the failure reward. The request is refused, naming the field and
+    the fix, and the server says so in its log (OpenRLHF's client shows no response body)."""
+    url, app = grader
+    body = {"query": ["What is 2+2? 4"], "prompts": ["What is 2+2? "]} | ({"labels": labels} if labels else {})
+    with caplog.at_level("WARNING", logger="zyn.server"):
+        responses = [httpx.post(url + "/get_reward", json=body) for _ in range(3)]
+    assert [r.status_code for r in responses] == [422] * 3
+    out = responses[0].json()
+    assert out["missing"] == ["reference"] and out["prompt_set"] == "answer_grader"
+    assert "missing field(s) ['reference']" in out["error"] and "--data.label_key" in out["error"]
+    logged = [rec for rec in caplog.records if rec.name == "zyn.server"]
+    assert len(logged) == 1  # once, not once per retried sample
+    assert "/get_reward" in logged[0].getMessage() and "['reference']" in logged[0].getMessage()
+    assert app.state.metrics.value("zyn_errors_total", kind="missing_field") == 3
+    assert app.state.metrics.value("zyn_failure_rewards_total") == 0
+
+
+def test_one_bad_item_still_gets_the_failure_reward_with_labels(grader):
+    # per-item failures keep their design: the culprit alone gets the failure reward
+    body = json.dumps({"query": ["\udc00 bad", "What is 2+2? 4"], "prompts": ["", "What is 2+2? "], "labels": ["4", "4"]})
+    r = httpx.post(grader[0] + "/get_reward", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["extra_logs"]["zyn/failed"] == [1.0, 0.0]
+
+
+def test_v1_rewards_null_reference_is_a_missing_one(grader, rms):
+    url, _ = grader
+    item = {"prompt": "What is 2+2? ", "completion": "4"}
+    r = httpx.post(url + "/v1/rewards", json={"items": [dict(item, reference="4")]})
+    assert r.status_code == 200, r.text
+    for bad in (dict(item, reference=None), item):  # null was read as the text "None"
+        r = httpx.post(url + "/v1/rewards", json={"items": [dict(item, reference="4"), bad]})
+        assert r.status_code == 422 and r.json()["missing"] == ["reference"] and r.json()["item"] == 1
+        assert "give it in every item" in r.json()["error"]
+    # a prompt set that reads no reference does not mind a null one
+    r = httpx.post(url + "/v1/rewards", json={"items": [dict(item, reference=None)], "prompt": "sentiment"})
+    assert r.status_code == 200
+    assert r.json()["rewards"] == pytest.approx(rms["sentiment"].score_detailed([item]).rewards, abs=TOL_REWARD)
+
+
 # ----------------------------------------------------------------------------- bad requests
 
 def test_malformed_json_schema_and_limits(rms):

@@ -14,6 +14,13 @@ fails only its own request (422 naming the item; /get_reward gives it the failur
 reward), a remote engine that fails is a 502 to retry, a client that hangs up stops
 its request, and a large request is scored in turns with the others.
 
+Data that lacks a field the prompt set's templates use (`MissingFieldError`: no label
+for answer_grader's ``reference``, say) is the request's 422 on both routes, naming the
+field and where it comes from, and is logged (OpenRLHF's client shows no response body):
+it would fail every item alike, so it never becomes a failure reward, the trainer
+hooks' rule. OpenRLHF's labels reach the judge as ``reference`` (and ``label``), as in
+`zyn.integrations.openrlhf`; a null ``reference`` is a missing one.
+
 Abuse is bounded before it costs anything: `zyn.httpguard` checks the API key before
 the body is read, sets deadlines on headers and bodies and caps connections; here the
 items, their characters and the nesting of records are limited, and the parts of a
@@ -29,6 +36,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -40,9 +48,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batcher import BatchError, ItemError, MicroBatcher, Overloaded
-from .errors import ZynError
+from .errors import MissingFieldError, ZynError
 from .httpguard import (HEADER_TIMEOUT_S, MAX_CONNECTIONS, GuardMiddleware, check_bind, is_loopback,
                         parse_networks, serve_in_thread, uvicorn_server)
+from .integrations.shared import REFERENCE
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .prompts import MAX_DEPTH, make_context
 
@@ -137,6 +146,8 @@ class RewardService:
                                     on_batch=self.metrics.on_batch, item_error=_may_be_an_items_fault,
                                     **batcher_options)
         self.failing: str | None = None  # the last batch's error while the scoring keeps failing
+        self._reported: dict[tuple, tuple[float, int]] = {}  # missing fields: (last logged, requests since)
+        self._report_lock = threading.Lock()
 
     def _score_blocking(self, key: str, items: list[Any]) -> list[Scored]:
         scores = self.models[key].score_detailed(items)
@@ -170,11 +181,15 @@ class RewardService:
                                       "limit": "values", "max": MAX_REQUEST_VALUES})
         return items
 
-    def check_item(self, key: str, i: int, item: Any) -> int:
-        """One item's record structure and size (422 naming it); returns its characters."""
+    def check_item(self, key: str, i: int, item: Any, route: str = "/v1/rewards") -> int:
+        """One item's record structure and size (422 naming it; `MissingFields` for a field
+        the prompt set needs and the data lacks); returns its characters."""
         s = self.settings
+        fields = self.models[key].prompt_set.fields
         try:
-            make_context(item, i, self.models[key].prompt_set.fields)  # first: it bounds the nesting _chars walks
+            make_context(_null_reference_absent(item), i, fields)  # first: it bounds the nesting _chars walks
+        except MissingFieldError as e:
+            raise self.missing_fields(key, i, item, e, route) from None
         except ZynError as e:
             raise HTTPException(422, {"error": str(e), "item": i}) from None
         n = _chars(item)
@@ -182,6 +197,35 @@ class RewardService:
             raise HTTPException(422, {"error": f"item {i} has {n} characters > max_chars={s.max_chars}",
                                       "limit": "max_chars", "max": s.max_chars, "got": n, "item": i})
         return n
+
+    def missing_fields(self, key: str, i: int, item: Any, error: MissingFieldError, route: str) -> "MissingFields":
+        """The 422 for data that lacks fields the prompt set reads, counted and logged."""
+        from .integrations.openrlhf import ADVICE
+
+        given = item if isinstance(item, Mapping) else {}
+        missing = [f for f in self.models[key].prompt_set.fields
+                   if f not in given or (f == REFERENCE and given[f] is None)]
+        advice = ADVICE if route == "/get_reward" else (
+            "give it in every item, e.g. {\"prompt\": ..., \"completion\": ..., \"reference\": ...} (a null counts "
+            "as missing), or name a prompt set that does not use it")
+        message = f"prompt set {key!r}: {error}; {advice}"
+        self.metrics.errors.labels("missing_field").inc()
+        self.report_missing(route, key, missing, message)
+        return MissingFields(422, {"error": message, "item": i, "missing": missing, "prompt_set": key})
+
+    def report_missing(self, route: str, key: str, missing: list[str], message: str) -> None:
+        """Log a request refused for missing fields: the first of its kind, then at most one
+        every MISSING_LOG_EVERY_S with the count since (a trainer retries each of its
+        samples: thousands of identical lines would bury the first)."""
+        now, what = time.monotonic(), (route, key, tuple(missing))
+        with self._report_lock:
+            last, since = self._reported.get(what, (None, 0))
+            if last is not None and now - last < MISSING_LOG_EVERY_S:
+                self._reported[what] = (last, since + 1)
+                return
+            self._reported[what] = (now, 0)
+        more = f" ({since} more such requests since the last report)" if since else ""
+        log.error("%s refused (422): %s%s", route, message, more)
 
     def check_total(self, total: int) -> None:
         s = self.settings
@@ -226,6 +270,19 @@ class RewardService:
 
 
 DISCONNECT_POLL_S = 0.25
+MISSING_LOG_EVERY_S = 60.0
+
+
+class MissingFields(HTTPException):
+    """A 422 for data that lacks a field the prompt set's templates use: the request's
+    error on every route, never an item's failure reward."""
+
+
+def _null_reference_absent(item: Any) -> Any:
+    """`item` with a null ``reference`` left out: no reference answer, not the text "None"."""
+    if isinstance(item, Mapping) and REFERENCE in item and item[REFERENCE] is None:
+        return {k: v for k, v in item.items() if k != REFERENCE}
+    return item
 
 
 async def _while_connected(request: Request, work: Any) -> Any:
@@ -300,8 +357,10 @@ def openrlhf_items(req: OpenRLHFRequest, chat_format: Any = None) -> list[dict]:
     the policy's chat markup is in it (`chat_format`: a name, the policy's tokenizer, or
     None to recognise it), the judge gets the turns as messages with the markup and
     special tokens gone (`zyn.integrations.chatformat.split_query`); plain text is split
-    at its prompt when the prompt is a prefix of it, else judged whole."""
+    at its prompt when the prompt is a prefix of it, else judged whole. Each label is the
+    ``reference`` and ``label`` fields (`zyn.integrations.openrlhf.label_fields`)."""
     from .integrations.chatformat import NONE, resolve_chat_format, split_query
+    from .integrations.openrlhf import label_fields
 
     prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
     if len(prompts) != len(req.query):
@@ -315,7 +374,7 @@ def openrlhf_items(req: OpenRLHFRequest, chat_format: Any = None) -> list[dict]:
         else:
             item = {"prompt": p, "completion": q[len(p):]} if p and q.startswith(p) else {"text": q}
         if req.labels is not None:
-            item["label"] = req.labels[i]
+            item.update(label_fields(req.labels[i]))
         items.append(item)
     return items
 
@@ -402,7 +461,8 @@ _ERRORS: dict = {status: {"model": ErrorBody, "description": text} for status, t
     404: "no such prompt set is loaded",
     408: "the body did not arrive within --body-timeout",
     413: "the body is larger than --max-body-mb",
-    422: "the body does not match the schema, breaks a limit, or an item cannot be scored (named)",
+    422: "the body does not match the schema, breaks a limit, lacks a field the prompt set reads, or an item "
+         "cannot be scored (named)",
     499: "the client closed the connection before the answer (its unscored items were dropped)",
     502: "the judge's remote engine failed (retry later)",
     503: "overloaded or shutting down (retry after Retry-After)",
@@ -447,17 +507,24 @@ async def post_rewards(body: RewardRequest, request: Request) -> dict:
 async def post_get_reward(body: OpenRLHFRequest, request: Request) -> dict:
     """OpenRLHF builds tensors from every value it gets back, so this route never
     answers null: an item that cannot be scored (bad content, a failed item, NaN)
-    gets the failure reward, and ``extra_logs["zyn/failed"]`` marks it."""
+    gets the failure reward, and ``extra_logs["zyn/failed"]`` marks it. A request
+    whose data lacks a field the prompt set reads (no label for a grader's
+    ``reference``) is a 422, logged: every sample would fail alike, and a constant
+    failure reward would train on nothing."""
     service = _service(request)
     key = service.settings.default
     items = service.check_count(openrlhf_items(body, service.settings.policy_chat_format))
 
     def check() -> list[int]:
         good, total = [], 0
-        for i, item in enumerate(items):  # an unscorable item gets the failure reward, not the others' 422
-            with contextlib.suppress(HTTPException):
-                total += service.check_item(key, i, item)
-                good.append(i)
+        for i, item in enumerate(items):
+            try:
+                total += service.check_item(key, i, item, "/get_reward")
+            except MissingFields:
+                raise  # the data does not match the prompt set: the request's error
+            except HTTPException:
+                continue  # an unscorable item gets the failure reward, not the others' 422
+            good.append(i)
         service.check_total(total)  # the request's own size: the client's to fix
         return good
 

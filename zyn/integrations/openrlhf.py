@@ -13,6 +13,11 @@ an exception loses the sample's reward. This returns tensors, as OpenRLHF's own
 example does: ``{"rewards", "scores": P(rewarded answer), "extra_logs": {"p_yes",
 "zyn/failed", "p_yes/<question>"}}``; an unscorable item gets $ZYN_FAILURE_REWARD.
 
+Each label reaches the judge as the ``reference`` field (the one answer_grader reads) and,
+as given, as ``label``. OpenRLHF sends "" as the label when ``--data.label_key`` (formerly
+``--label_key``) is not set, so "" and None are no reference: a prompt set that needs one
+raises `MissingFieldError` instead of grading against "".
+
 The judge reads the policy's prompt and response as plain turns (`split_query`):
 set ZYN_CHAT_FORMAT (chatml, llama3, gemma, none; default: guessed from the markers)
 or ZYN_POLICY_TOKENIZER (the policy's tokenizer folder or id, whose chat template is
@@ -30,12 +35,17 @@ import os
 import threading
 from typing import Any, Sequence
 
-from zyn.errors import InputError
+from zyn.errors import InputError, MissingFieldError
 from zyn.integrations.chatformat import ChatFormat, resolve_chat_format, split_query
-from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
+from zyn.integrations.shared import failure_reward, score_each, set_reference, shared_reward_model, with_advice
 from zyn.model import ZeroShotRewardModel, as_batch
 
-__all__ = ["OpenRLHFReward", "reward_func", "openrlhf_records", "split_query"]
+__all__ = ["OpenRLHFReward", "reward_func", "openrlhf_records", "label_fields", "split_query", "ADVICE"]
+
+#: How OpenRLHF's data reaches the judge, for a `MissingFieldError` (here and in the server's /get_reward).
+ADVICE = ("OpenRLHF hands the judge only the query, the prompt and the label, the label as 'reference' (and "
+          "'label'): set --data.label_key (formerly --label_key) to the dataset's reference-answer column (without "
+          "it OpenRLHF sends empty labels, which are no reference), or use a prompt set without the field")
 
 _lock = threading.Lock()
 _policy_tokenizers: dict[str, Any] = {}
@@ -65,7 +75,10 @@ class OpenRLHFReward:
         items = openrlhf_records(queries, prompts, labels, fmt)
         fail = failure_reward() if self.failure is None else self.failure
         names = [q.name for q in rm.prompt_set.questions]
-        rows = score_each(rm, items)  # (reward, p_yes, {question: p_yes}) or None per item
+        try:
+            rows = score_each(rm, items)  # (reward, p_yes, {question: p_yes}) or None per item
+        except MissingFieldError as e:  # the data and the prompt set do not match: every sample would fail
+            raise with_advice(e, ADVICE) from None
         failed = [row is None or not math.isfinite(row[0]) for row in rows]
 
         def column(get, bad: float) -> "torch.Tensor":
@@ -81,7 +94,7 @@ class OpenRLHFReward:
 
 def openrlhf_records(queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None,
                      chat_format: Any = None) -> list[dict]:
-    """One zyn record per query: `split_query` of each, its label as the ``label`` field."""
+    """One zyn record per query: `split_query` of each, plus its label's fields (`label_fields`)."""
     queries = as_batch("queries", queries, "strings")
     prompts = as_batch("prompts", prompts, "strings") if prompts is not None else [None] * len(queries)
     if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
@@ -90,8 +103,22 @@ def openrlhf_records(queries: Sequence[str], prompts: Sequence[str] | None, labe
     records = [split_query(q, p, chat_format) for q, p in zip(queries, prompts)]
     if labels is not None:
         for record, label in zip(records, labels):
-            record["label"] = label
+            record.update(label_fields(label))
     return records
+
+
+def label_fields(label: Any) -> dict:
+    """The template fields of one OpenRLHF label: ``reference`` (as text, the field the
+    shipped prompt sets read) and ``label`` (as sent). None is no label; "" is what
+    OpenRLHF sends without a label key, so a blank label is kept as ``label`` but is no
+    reference.
+
+    >>> label_fields("4"), label_fields(4), label_fields(""), label_fields(None)
+    ({'label': '4', 'reference': '4'}, {'label': 4, 'reference': '4'}, {'label': ''}, {})
+    """
+    if label is None:
+        return {}
+    return set_reference({"label": label}, None if isinstance(label, str) and not label.strip() else label)
 
 
 def env_chat_format() -> ChatFormat | str | None:

@@ -12,6 +12,13 @@ it no constructor arguments, so the hooks read their configuration here:
 
 The model is loaded once per process, under a lock, however many threads ask at once;
 prompt sets over the same model share its weights (`ZeroShotRewardModel.with_prompt`).
+
+Each hook puts its trainer's reference answer where the shipped prompt sets read it,
+the ``reference`` field (prompts/answer_grader.yaml): verl's ``ground_truth``, OpenRLHF's
+label, and for TRL, trlx and ms-swift a ``reference`` column, else a ``solution`` one (the
+column TRL's and ms-swift's accuracy rewards read). A reference that is None is no
+reference: the field stays absent, so a prompt set that needs it raises
+`MissingFieldError` instead of grading against "" or "None".
 """
 from __future__ import annotations
 
@@ -105,6 +112,42 @@ def score_each(rm: ZeroShotRewardModel, items: list[dict]) -> list[tuple[float, 
         if len(items) == 1:
             return [None]
         return [row for item in items for row in score_each(rm, [item])]
+
+
+REFERENCE = "reference"  # the field the shipped prompt sets read a reference answer from
+SOLUTION = "solution"    # TRL's and ms-swift's name for it (trl.rewards.accuracy_reward, swift's accuracy ORM)
+
+
+def set_reference(record: dict, value: Any) -> dict:
+    """`record` with a trainer's reference answer as its ``reference`` field (as text);
+    None leaves the field absent, as a reference the trainer does not have.
+
+    >>> set_reference({"completion": "42"}, 42), set_reference({"completion": "42"}, None)
+    ({'completion': '42', 'reference': '42'}, {'completion': '42'})
+    """
+    if value is not None:
+        record[REFERENCE] = value if isinstance(value, str) else str(value)
+    return record
+
+
+def reference_from_columns(records: list[dict]) -> list[dict]:
+    """Records whose dataset columns gave the reference answer as ``solution`` get it as
+    ``reference`` too (a ``reference`` column wins); a None reference is removed, so that a
+    prompt set reading it raises `MissingFieldError` rather than render "None".
+
+    >>> reference_from_columns([{"solution": "4"}, {"reference": None, "solution": None}, {"reference": "5"}])
+    [{'solution': '4', 'reference': '4'}, {'solution': None}, {'reference': '5'}]
+    """
+    for record in records:
+        if record.get(REFERENCE) is None:
+            record.pop(REFERENCE, None)
+            set_reference(record, record.get(SOLUTION))
+    return records
+
+
+def with_advice(error: MissingFieldError, advice: str) -> MissingFieldError:
+    """`error` with a hook's advice on where its trainer's data reaches the judge."""
+    return MissingFieldError(f"{error}; {advice}")
 
 
 def clear() -> None:

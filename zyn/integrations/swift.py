@@ -8,6 +8,10 @@ rows, ``messages`` the full conversation ending with the completion, and
 under the class name. A ``--reward_model`` is wrapped by ``rm_plugins[NAME](model=,
 template=)`` and called as ``plugin(inputs=rows, **rows)``.
 
+Dataset columns become template fields by name; the reference answer is the
+``reference`` column, else ``solution`` (the column swift's accuracy ORM reads), and a
+None one is no reference (`zyn.integrations.shared.reference_from_columns`).
+
 Register in a plugin file (``--external_plugins zyn_plugin.py``)::
 
     from zyn.integrations.swift import register
@@ -21,8 +25,13 @@ import math
 import sys
 from typing import Any, Sequence
 
+from ..api import Scores
+from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns
-from .shared import shared_reward_model
+from .shared import reference_from_columns, shared_reward_model, with_advice
+
+ADVICE = ("ms-swift hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
+          "'reference', or 'solution' as swift's accuracy ORM names it), or use a prompt set without the field")
 
 
 class ZynORM:
@@ -43,7 +52,7 @@ class ZynORM:
 
     def __call__(self, completions: Sequence[str], **rows: Any) -> list[float | None]:
         rm = self.rm or shared_reward_model(self.model, self.prompt, self.reward)
-        return [None if math.isnan(r) else r for r in rm.score_detailed(swift_records(completions, rows)).rewards]
+        return [None if math.isnan(r) else r for r in swift_score(rm, swift_records(completions, rows)).rewards]
 
 
 class ZynRMPlugin:
@@ -67,17 +76,27 @@ class ZynRMPlugin:
     def __call__(self, inputs: Sequence[dict], **kwargs: Any) -> list[float | None]:
         completions = [row["messages"][-1]["content"] for row in inputs]
         rows = {k: [row.get(k) for row in inputs] for k in inputs[0]} if inputs else {}
-        scores = self.rm.score_detailed(swift_records(completions, rows))
+        scores = swift_score(self.rm, swift_records(completions, rows))
         return [None if math.isnan(r) else r for r in scores.rewards]
+
+
+def swift_score(rm: ZeroShotRewardModel, records: list[dict]) -> Scores:
+    """The judge's scores; a field the dataset lacks is raised with ms-swift's advice."""
+    try:
+        return rm.score_detailed(records)
+    except MissingFieldError as e:  # every batch would fail alike: the dataset and the prompt set differ
+        raise with_advice(e, ADVICE) from None
 
 
 def swift_records(completions: Sequence[str], rows: dict) -> list[dict]:
     """One zyn record per completion: the conversation when ``messages`` ends with it,
-    else the completion alone; the other columns become template fields.
+    else the completion alone; the other columns become template fields (a ``solution``
+    is the ``reference`` too, unless there is one).
 
-    >>> swift_records(["Hi!"], {"messages": [[{"role": "user", "content": "Hello"},
-    ...                                        {"role": "assistant", "content": "Hi!"}]], "solution": ["x"]})
-    [{'messages': [{'role': 'user', 'content': 'Hello'}, {'role': 'assistant', 'content': 'Hi!'}], 'solution': 'x'}]
+    >>> (record,) = swift_records(["Hi!"], {"messages": [[{"role": "user", "content": "Hello"},
+    ...                                                   {"role": "assistant", "content": "Hi!"}]], "solution": ["x"]})
+    >>> record["messages"][-1], record["solution"], record["reference"]
+    ({'role': 'assistant', 'content': 'Hi!'}, 'x', 'x')
     """
     conversations = rows.get("messages") or [None] * len(completions)
     records = []
@@ -87,7 +106,7 @@ def swift_records(completions: Sequence[str], rows: dict) -> list[dict]:
         else:
             records.append({"completion": completion})
     add_columns(records, rows)
-    return records
+    return reference_from_columns(records)
 
 
 def register(name: str = "zyn", model: str | None = None, prompt: str | None = None,

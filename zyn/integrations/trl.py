@@ -7,6 +7,10 @@ and names the logged metric after ``__name__``. A reward whose ``__call__`` is
 ``async def`` is awaited together with the other async rewards on TRL's event loop
 (``trl.trainer.utils.is_async_callable``, ``GRPOTrainer._calculate_rewards``).
 
+Dataset columns become template fields by name; the reference answer is the
+``reference`` column, else ``solution`` (the column TRL's ``accuracy_reward`` reads), and
+a None one is no reference (`zyn.integrations.shared.reference_from_columns`).
+
 Neither class is an ``nn.Module`` (TRL would treat it as a sequence classifier), and
 both pickle (a model loaded by name is reloaded by name).
 
@@ -21,7 +25,12 @@ import math
 from typing import Any, Callable, Sequence
 
 from ..api import Scores
+from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch, same_length
+from .shared import reference_from_columns, with_advice
+
+ADVICE = ("TRL hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
+          "'reference', or 'solution' as TRL's accuracy_reward names it), or use a prompt set without the field")
 
 
 class TRLReward:
@@ -42,7 +51,7 @@ class TRLReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                  **kwargs: Any) -> list[float | None]:
-        return self.finish(self.rm.score_detailed(self.records(prompts, completions, kwargs)), kwargs)
+        return self.finish(self.score(self.records(prompts, completions, kwargs)), kwargs)
 
     def records(self, prompts: Sequence[Any], completions: Sequence[Any], columns: dict) -> list[dict]:
         """One zyn record per completion, with the dataset columns as template fields."""
@@ -51,7 +60,14 @@ class TRLReward:
         same_length(prompts=prompts, completions=completions)
         records = [trl_record(p, c) for p, c in zip(prompts, completions)]
         add_columns(records, columns)
-        return records
+        return reference_from_columns(records)
+
+    def score(self, records: list[dict]) -> Scores:
+        """The judge's scores; a field the dataset lacks is raised with TRL's advice."""
+        try:
+            return self.rm.score_detailed(records)
+        except MissingFieldError as e:  # every batch would fail alike: the dataset and the prompt set differ
+            raise with_advice(e, ADVICE) from None
 
     def finish(self, scores: Scores, kwargs: dict) -> list[float | None]:
         """Log per-question means through TRL's ``log_metric``; NaN becomes None."""
@@ -70,7 +86,7 @@ class AsyncTRLReward(TRLReward):
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                        **kwargs: Any) -> list[float | None]:
         records = self.records(prompts, completions, kwargs)
-        scores = await asyncio.to_thread(self.rm.score_detailed, records)
+        scores = await asyncio.to_thread(self.score, records)
         return self.finish(scores, kwargs)
 
 

@@ -9,7 +9,9 @@ each returned value into a tensor; evaluation (accelerate_base_trainer.py, ``eva
 calls ``metric_fn(samples=, prompts=, outputs=, **metadata)`` and logs each key of the
 returned ``dict[str, list[float]]`` as ``metrics/<key>``. Both contracts live on
 `ZeroShotRewardModel` itself (``rm(...)``, ``rm.metric_fn(...)``); these wrappers add
-what a training loop needs on top: a name, and a number in place of NaN.
+what a training loop needs on top: a name, a number in place of NaN, and the prompt
+dataset's reference answer where the shipped prompt sets read it (a ``reference`` key,
+else ``solution``; a None one is no reference: `trlx_metadata`).
 
 >>> trlx.train(reward_fn=TrlxReward(rm), metric_fn=TrlxMetrics(rm), prompts=..., config=...)  # doctest: +SKIP
 """
@@ -18,8 +20,12 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel
-from .shared import failure_reward
+from .shared import REFERENCE, SOLUTION, failure_reward, with_advice
+
+ADVICE = ("trlx hands the judge the prompt dataset's other keys by name: add a key of that name to each prompt's "
+          "dict (the reference answer: 'reference' or 'solution'), or use a prompt set without the field")
 
 
 class TrlxReward:
@@ -35,8 +41,12 @@ class TrlxReward:
     def __call__(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
         fail = failure_reward() if self.failure is None else self.failure
-        return [r if math.isfinite(r) else fail for r in self.rm(samples=samples, prompts=prompts, outputs=outputs,
-                                                                 **kwargs)]
+        try:
+            metadata = trlx_metadata(kwargs, self.rm.prompt_set.fields)
+            rewards = self.rm(samples=samples, prompts=prompts, outputs=outputs, **metadata)
+        except MissingFieldError as e:  # every batch would fail alike: the data and the prompt set differ
+            raise with_advice(e, ADVICE) from None
+        return [r if math.isfinite(r) else fail for r in rewards]
 
 
 class TrlxMetrics:
@@ -49,4 +59,26 @@ class TrlxMetrics:
 
     def __call__(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None, **kwargs: Any) -> dict[str, list[float]]:
-        return self.rm.metric_fn(samples=samples, prompts=prompts, outputs=outputs, **kwargs)
+        try:
+            return self.rm.metric_fn(samples=samples, prompts=prompts, outputs=outputs,
+                                     **trlx_metadata(kwargs, self.rm.prompt_set.fields))
+        except MissingFieldError as e:  # every batch would fail alike: the data and the prompt set differ
+            raise with_advice(e, ADVICE) from None
+
+
+def trlx_metadata(metadata: dict, fields: Sequence[str]) -> dict:
+    """trlx's metadata columns with the reference answer where the shipped prompt sets read
+    it: ``reference``, else ``solution``. A sample whose reference is None has none: if the
+    prompt set's `fields` hold it, that is a `MissingFieldError` (as for a missing key), not "None".
+
+    >>> trlx_metadata({"solution": ["4"], "split": ["train"]}, fields=("reference",))
+    {'solution': ['4'], 'split': ['train'], 'reference': ['4']}
+    """
+    columns = dict(metadata)
+    if columns.get(REFERENCE) is None and columns.get(SOLUTION) is not None:
+        columns[REFERENCE] = columns[SOLUTION]
+    references = columns.get(REFERENCE)
+    absent = [i for i, r in enumerate(references) if r is None] if isinstance(references, (list, tuple)) else []
+    if REFERENCE in fields and absent:
+        raise MissingFieldError(f"item {absent[0]}: missing field(s) ['reference'] that the prompt set's templates use")
+    return columns

@@ -21,6 +21,10 @@ Configure with ZYN_* variables (`zyn.integrations.shared`) or reward kwargs, the
 With ``reward_model.reward_manager=batch`` verl calls it once per batch instead
 (``data_sources=, solution_strs=, ground_truths=, extra_infos=``), and it returns a list.
 
+``ground_truth`` reaches the judge as the ``reference`` field (the one answer_grader reads);
+a None ground truth is no reference, so a prompt set that needs one raises
+`MissingFieldError`, as for any field the data lacks, instead of grading against "".
+
 Each item's result is ``{"score": reward, "p_yes": P(rewarded answer), "failed": 0.0 or 1.0}``;
 verl takes "score" as the reward and logs the other keys. An item that cannot be
 scored gets $ZYN_FAILURE_REWARD (never NaN, which would poison the batch's advantages).
@@ -35,7 +39,8 @@ import math
 from typing import Any
 
 from zyn.errors import MissingFieldError, ZynError
-from zyn.integrations.shared import failure_reward, score_each, shared_reward_model
+from zyn.integrations.shared import (REFERENCE, failure_reward, score_each, set_reference, shared_reward_model,
+                                     with_advice)
 from zyn.model import ZeroShotRewardModel, as_batch
 
 # reward_kwargs that choose the reward model rather than describe the item
@@ -102,9 +107,7 @@ class VerlReward:
         try:
             return score_each(rm, records)
         except MissingFieldError as e:
-            raise MissingFieldError(f"{e}; verl hands the judge extra_info's keys as fields (and ground_truth as "
-                                    "'reference', data_source as 'data_source'): add it to the dataset's extra_info, "
-                                    "or use a prompt set without it") from None
+            raise with_advice(e, verl_advice(rm, records)) from None
 
     def result(self, row: Any) -> dict[str, float]:
         """verl's dict for one scored item (`score_each`'s row, None if unscorable)."""
@@ -121,11 +124,21 @@ class VerlReward:
         return {"score": score, "p_yes": 0.5, "failed": 1.0}
 
 
+def verl_advice(rm: ZeroShotRewardModel, records: list[dict]) -> str:
+    """How verl's data reaches the judge, for a `MissingFieldError`: a missing reference
+    is a None ground truth, any other field belongs in extra_info."""
+    if REFERENCE in rm.prompt_set.fields and any(REFERENCE not in r for r in records):
+        return ("verl hands the judge ground_truth as 'reference', and it was None: set reward_model.ground_truth "
+                "in the dataset, or use a prompt set without a reference (other fields come from extra_info)")
+    return ("verl hands the judge extra_info's keys as fields (and ground_truth as 'reference', data_source as "
+            "'data_source'): add it to the dataset's extra_info, or use a prompt set without it")
+
+
 def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict | None) -> dict:
     """The zyn record for one verl item: the response as the completion, the prompt from
     ``extra_info`` when it is there (text or chat messages), the ground truth as the
-    ``reference`` field (as the answer_grader prompt set reads it), and extra_info's other
-    keys as template fields.
+    ``reference`` field (as the answer_grader prompt set reads it; absent when it is None),
+    and extra_info's other keys as template fields.
 
     >>> verl_record("gsm8k", "42", "42", {"question": "6 * 7?", "index": 3})
     {'prompt': '6 * 7?', 'completion': '42', 'reference': '42', 'data_source': 'gsm8k', 'question': '6 * 7?', 'index': 3}
@@ -140,8 +153,9 @@ def verl_record(data_source: Any, solution_str: str, ground_truth: Any, extra_in
                                                                              "content": completion}]}
     else:
         record = {"prompt": "" if prompt is None else str(prompt), "completion": completion}
-    record["reference"] = "" if ground_truth is None else str(ground_truth)
-    record["data_source"] = "" if data_source is None else str(data_source)
+    set_reference(record, ground_truth)  # None: no reference, so the field stays absent
+    if data_source is not None:
+        record["data_source"] = str(data_source)
     record.update({k: v for k, v in extra.items() if isinstance(k, str) and k not in _RESERVED})
     return record
 
