@@ -161,3 +161,11 @@ def test_max_length_reaches_the_judge_and_is_left_out_when_not_given(tmp_path, d
     with pytest.raises(SystemExit):
         run(capsys, "--input", data, "--max-length", "0")
     assert "--max-length: expected a whole number of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_two_bare_questions_are_compared_under_their_own_names(tmp_path, data, capsys):
+    rc, out, err = run(capsys, "--input", data, "--prompt", "Is this review positive?",
+                       "--prompt", "Is this review favourable?", "--output-dir", tmp_path / "o")
+    assert rc == 0, err
+    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    assert {r["prompt_set"] for r in runs} == {"is_this_review_positive", "is_this_review_favourable"}

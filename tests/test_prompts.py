@@ -49,6 +49,7 @@ def test_yes_no_words_stay_strings(tmp_path):
 
 def test_bare_question():
     ps = load_prompt_set("Is this text about cats?")
+    assert ps.name == "is_this_text_about_cats"  # two questions side by side are told apart by name
     (q,) = ps.render("I love my cat.")
     assert q.user == "I love my cat.\n\nIs this text about cats?"
     (q,) = load_prompt_set("Is {{ text }} polite?").render("you idiot")  # a question that places the text

@@ -535,5 +535,5 @@ def test_serve_loads_every_prompt_set_on_one_model(rms, monkeypatch):
     monkeypatch.setattr(serve, "load_reward_model", lambda args, prompt=None: base.with_prompt(prompt))
     args = argparse.Namespace(prompt=["sentiment", "detox", "Is it short?", "Is it long?"], reward=None)
     models = serve.load_models(args)
-    assert list(models) == ["sentiment", "detox", "question", "question-2"]
+    assert list(models) == ["sentiment", "detox", "is_it_short", "is_it_long"]
     assert len({id(m.backend) for m in models.values()}) == 1

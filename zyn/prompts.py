@@ -643,11 +643,23 @@ def load_prompt_set(spec: Any) -> PromptSet:
 def question_prompt_set(question: str) -> PromptSet:
     """A one-question prompt set asking `question` about the text: after it, or where the
     question places it when it is a template itself ("Is {{ text }} polite?")."""
+    name = question_name(question)
     if "{{" in question or "{%" in question:
-        return from_dict({"name": "question", "questions": [{"name": "question", "template": question}]},
-                         "<question>")
-    return PromptSet(name="question", source="<question>",
+        return from_dict({"name": name, "questions": [{"name": "question", "template": question}]}, "<question>")
+    return PromptSet(name=name, source="<question>",
                      questions=(Question("question", "{{ text }}\n\n{% raw %}" + question + "{% endraw %}"),))
+
+
+def question_name(question: str, most: int = 48) -> str:
+    """A bare question's prompt-set name: its words, lower case, joined by "_" (at most `most`
+    characters), so that two questions compared or served side by side have names that say
+    which is which.
+
+    >>> question_name("Is this review positive?"), question_name("Is {{ text }} polite?"), question_name("?")
+    ('is_this_review_positive', 'is_text_polite', 'question')
+    """
+    name = "_".join(re.findall(r"[a-z0-9]+", question.lower()))
+    return name[:most].rstrip("_") or "question"
 
 
 def _load_file(path: Path) -> PromptSet:

@@ -119,7 +119,7 @@ def load_models(args: argparse.Namespace) -> dict:
     for i, spec in enumerate(specs):
         rm = first if i == 0 else first.with_prompt(spec, reward=args.reward)
         name, n = rm.prompt_set.name, 2
-        while name in models:  # e.g. two bare questions, both named "question"
+        while name in models:  # e.g. a prompt set given twice
             name, n = f"{rm.prompt_set.name}-{n}", n + 1
         models[name] = rm
     return models
