@@ -234,3 +234,53 @@ def test_a_symlinked_output_stays_a_link_to_the_new_file(tiny_causal_dir, tmp_pa
     link.symlink_to(real)
     assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(link)]) == 0
     assert link.is_symlink() and json.loads(real.read_text())["text"] == "great film"
+
+
+def test_a_repeated_prompt_is_a_usage_error(tiny_causal_dir, tmp_path, capsys):
+    """argparse keeps the last value of an option given twice: two prompt sets would score with the second."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "great film"}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["score", "--model", tiny_causal_dir, "--input", str(src), "--prompt", "sentiment",
+              "--prompt", "sentiment_ensemble"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--prompt: zyn score takes one prompt set" in err and "use zyn eval --prompt A --prompt B" in err
+    from zyn.cli import build_parser
+
+    assert build_parser().parse_args(["score", "--input", "x"]).prompt == "sentiment"  # the default stays
+    assert build_parser().parse_args(["score", "--input", "x", "--prompt", "toxicity"]).prompt == "toxicity"
+
+
+@pytest.mark.parametrize("lines, option, said", [
+    # the first good record is checked: a blank line and a bad one before it are not records to group
+    ('\nnot json\n{"prompt": "q", "text": "great film"}\n', ["--group-by", "promt", "--keep", "best"],
+     "--group-by promt: line 3 has no such field; did you mean 'prompt'? its fields: 'prompt', 'text'"),
+    ('{"prompt": "q", "review": "great film"}\n{"prompt": "q", "review": "awful"}\n', ["--field", "reviw"],
+     "--field reviw: none of the first 2 records has such a field, nor completion or messages; did you mean "
+     "'review'? line 1's fields: 'prompt', 'review'; pass --field with the one holding the text to judge")])
+@pytest.mark.parametrize("output", ["out.jsonl", "-"])
+def test_a_misspelt_field_option_fails_before_the_model_loads(tiny_causal_dir, tmp_path, capsys, monkeypatch,
+                                                              lines, option, said, output):
+    import zyn.cli.score as score
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(lines)
+    monkeypatch.setattr(score, "load_reward_model", lambda args: pytest.fail("the model was loaded"))
+    out = output if output == "-" else str(tmp_path / output)
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", out, *option]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_max_length_cuts_long_texts_with_a_warning(tiny_causal_dir, tmp_path, capsys):
+    from zyn.errors import TruncationWarning
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"text": "great film " * 20}) + "\n" + json.dumps({"text": "awful"}) + "\n")
+    base = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]
+    assert main(base) == 0  # within the tiny model's 256 positions: nothing cut
+    whole = [json.loads(line)["p_yes"] for line in out.read_text().splitlines()]
+    with pytest.warns(TruncationWarning, match=r"1 of 2 inputs were longer than the model's context \(110 tokens\)"):
+        assert main(base + ["--max-length", "110"]) == 0  # the bare prompt takes about 100
+    cut = [json.loads(line)["p_yes"] for line in out.read_text().splitlines()]
+    assert cut[0] != pytest.approx(whole[0], abs=1e-6) and cut[1] == pytest.approx(whole[1], abs=1e-5)

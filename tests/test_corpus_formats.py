@@ -1,11 +1,13 @@
 """Inputs and outputs at corpus scale: Parquet and `datasets` in, Parquet out, read in
 chunks; bad rows named by row number; reading from a row range."""
 import json
+import re
 
 import pytest
 
 from zyn.cli import main
 from zyn.corpus.readers import open_input
+from zyn.errors import InputError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -92,7 +94,7 @@ def test_one_line_errors_for_mixed_parquet_columns_sharded_stdin_and_an_unreacha
     src.write_text('{"text": "a", "x": 1}\n{"text": "b", "x": "s"}\n')
     out = tmp_path / "out.parquet"
     assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
-    assert "rows 1-2 mix types in a column" in capsys.readouterr().err
+    assert "input: line 2: field 'x' holds 's', of another type than in the rows before it" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "out.parquet.parts").exists()  # nothing left to block a rerun
     assert main(["score", "--model", tiny_causal_dir, "--input", "-", "--output", str(tmp_path / "o.jsonl"),
                  "--shard", "0/2"]) == 2
@@ -137,3 +139,84 @@ def test_outputs_are_valid_json_and_csv_cells_hold_json():
     writer = CsvWriter(out)
     writer.write([{"a": {"n": [1]}, "p_yes": float("nan")}])
     assert out.getvalue().splitlines()[1] == '"{""n"": [1]}",'
+
+
+def test_a_line_cut_before_its_closing_brace_names_the_column_where_it_ends(tmp_path):
+    j = tmp_path / "in.jsonl"
+    j.write_text('{"text": "abc", "x": 1\n{"text": "ok"}\n')
+    assert [r.value for r in open_input(str(j)).rows()] == ["not valid JSON (Expecting ',' delimiter at column 23)",
+                                                           {"text": "ok"}]  # not "column 1" of the line break
+
+
+@pytest.mark.parametrize("pack", ["gzip", "bz2", "lzma"])
+def test_compressed_jsonl_and_csv_are_read_as_they_are(tmp_path, pack):
+    import importlib
+
+    module = importlib.import_module(pack)
+    j, c = tmp_path / "in.jsonl.x", tmp_path / "in.csv.gz"  # known by their bytes; a CSV by its name under .gz
+    j.write_bytes(module.compress(b'{"text": "a"}\n\n{"text": "b"}\n'))
+    c.write_bytes(module.compress(b"text,id\nhello,1\n"))
+    r = open_input(str(j))
+    assert r.count() == 2 and [(x.index, x.number, x.value["text"]) for x in r.rows(1)] == [(1, 3, "b")]
+    assert [x.value for x in open_input(str(c)).rows()] == [{"text": "hello", "id": "1"}]
+
+
+def test_compressed_inputs_zyn_cannot_read_are_named(tmp_path):
+    import gzip
+
+    for name, data, said in [("in.jsonl.zst", b"\x28\xb5\x2f\xfd" + b"\0" * 8, "zstd-compressed; decompress it"),
+                             ("in.parquet.gz", gzip.compress(b"PAR1"), "gzip-compressed; decompress it first "
+                              "(Parquet compresses its columns itself)")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match=re.escape(said)):
+            open_input(str(tmp_path / name))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(b'{"text": "a"}\n' * 100)[:-20])
+    with pytest.raises(InputError, match="its gzip data is damaged or cut short"):
+        open_input(str(cut)).count()
+    text = tmp_path / "bz.csv"  # text that starts like a bzip2 file is still text
+    text.write_text("BZh9,id\nx,1\n")
+    assert [x.value for x in open_input(str(text)).rows()] == [{"BZh9": "x", "id": "1"}]
+
+
+def test_compressed_standard_input_is_named(tiny_causal_dir, tmp_path, capsys, monkeypatch):
+    import gzip
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gzip.compress(b'{"text": "a"}\n'))))
+    assert main(["score", "--model", tiny_causal_dir, "--input", "-"]) == 2
+    assert "standard input is gzip-compressed; decompress it in the pipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, said", [
+    ("o.jsonl.gz", "compressed output is not supported; write {d}/o.jsonl and compress it afterwards"),
+    ("o.parquet.zst", "write {d}/o.parquet and compress"),
+    ("o.tsv", "unknown extension '.tsv'; name the output with one of .jsonl, .csv, .parquet, .pq"),
+    ("o.json", "unknown extension '.json'"), ("o.txt", "unknown extension '.txt'"),
+    ("o", "unknown extension '(none)'")])
+def test_an_output_extension_zyn_does_not_write_is_refused_before_the_model_loads(
+        tiny_causal_dir, tmp_path, capsys, monkeypatch, name, said):
+    import zyn.cli.score as score
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n')
+    monkeypatch.setattr(score, "load_reward_model", lambda args: pytest.fail("the model was loaded"))
+    assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(tmp_path / name)]) == 2
+    assert said.format(d=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / name).exists()
+
+
+def test_compressed_input_scores_like_plain_in_shards(tiny_causal_dir, tmp_path):
+    import gzip
+
+    plain = "".join(json.dumps({"id": i, "text": f"review {i}"}) + "\n" for i in range(1, 13))
+    (tmp_path / "in.jsonl").write_text(plain)
+    (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress(plain.encode()))
+    for name in ("in.jsonl", "in.jsonl.gz"):
+        for i in range(2):
+            assert main(["score", "--model", tiny_causal_dir, "--input", str(tmp_path / name), "--chunk-rows", "4",
+                         "--output", str(tmp_path / f"{name}.out.jsonl"), "--shard", f"{i}/2"]) == 0
+    for i in range(2):
+        a = (tmp_path / f"in.jsonl.out-{i:05d}-of-00002.jsonl").read_text()
+        assert a == (tmp_path / f"in.jsonl.gz.out-{i:05d}-of-00002.jsonl").read_text() and a

@@ -149,3 +149,15 @@ def test_a_stop_on_bad_rows_before_any_commit_leaves_no_folder(tiny_causal_dir, 
     assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]) == 2
     assert "field 'text' is not a string" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "out.jsonl.parts").exists()
+
+
+def test_a_resume_with_another_max_length_is_refused(tiny_causal_dir, tmp_path, capsys, monkeypatch):
+    """--max-length changes the scores of long texts: the parts of one run must share it."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(_reviews(200))
+    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
+    _interrupt_at(monkeypatch, "review number 150 ")
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert main(args + ["--resume", "--max-length", "200"]) == 2
+    assert "written with max_length = None, this run has 200" in capsys.readouterr().err

@@ -48,9 +48,26 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, width=160 if wide else None)
 
 
-def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question") -> None:
+class _OnePromptSet(argparse.Action):
+    """--prompt given twice is an error: argparse would keep the last one without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, "_prompt_given", False):
+            parser.error(f"{option_string}: zyn {parser.prog.split()[-1]} takes one prompt set; to compare several "
+                         "on a labelled set, use zyn eval --prompt A --prompt B")
+        namespace._prompt_given = True
+        setattr(namespace, self.dest, values)
+
+
+def add_model_options(p: argparse.ArgumentParser, prompt_help: str = "prompt-set name, YAML path or a question",
+                      several: bool = False) -> None:
+    """--model, --prompt (one, or with `several` repeatable: a list, None when not given), --reward
+    and the run options."""
     p.add_argument("--model", default=DEFAULT_JUDGE, help=MODEL_HELP)
-    p.add_argument("--prompt", default="sentiment", help=prompt_help)
+    if several:
+        p.add_argument("--prompt", action="append", help=prompt_help)
+    else:
+        p.add_argument("--prompt", default="sentiment", action=_OnePromptSet, help=prompt_help)
     p.add_argument("--reward", choices=SHAPES, help="override the prompt set's reward shape, in p = P(rewarded "
                    "answer): " + ", ".join(f"{name} = {formula}" for name, formula in SHAPE_FORMULAS.items()))
     add_run_options(p)

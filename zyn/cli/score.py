@@ -20,6 +20,12 @@ Selection: --group-by FIELD with --keep best (best of n) or --pairs (TRL prefere
 pairs with their margin), and --min-p P, run over the scored rows in one streaming
 pass; a group's rows must be adjacent.
 
+Checked before the model loads: the output's extension (.jsonl, .csv, .parquet or .pq),
+the fields that --field and --group-by name (against the first records), and, for a
+Parquet output of a JSONL file, that every field holds one type throughout. A CSV or
+Parquet output keeps every field of every row: its columns are gathered from all the
+scored rows before the first is written (absent from a row: empty, or null).
+
 Bad records: each row is checked and rendered through the prompt set before the
 model sees its chunk, and a record that still fails while scoring is found by
 scoring its chunk in halves. By default a bad record stops the run and the bad lines
@@ -30,12 +36,13 @@ bad ones listed on standard error (exit 0). The output may not be the input.
 from __future__ import annotations
 
 import argparse
+import difflib
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from ..corpus.output import join_parts
+from ..corpus.output import check_parquet_types, join_parts
 from ..corpus.parts import STOPPED_ON_BAD_ROWS, WorkFolder
 from ..corpus.readers import Row, input_kind, open_input
 from ..corpus.select import Selector
@@ -46,12 +53,14 @@ from ..records import as_input, check_output, check_record, is_special_file
 from .common import add_model_options, load_reward_model, probability
 
 CHUNK = 1024  # rows per commit and per scoring call: bounds memory and the work a crash loses
+PEEK = 100  # records read before the model loads, to check the fields that options name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score every record of a JSONL/CSV/Parquet file or dataset",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(p)
+    add_model_options(p, "prompt-set name, YAML path or a question (one: its p_yes and reward columns; "
+                         "zyn eval compares several)")
     p.add_argument("--input", required=True, help="FILE.jsonl, FILE.csv, FILE.parquet, a folder saved by "
                    "datasets' save_to_disk, hf:NAME[:SPLIT], or - (JSONL on standard input)")
     p.add_argument("--field", default="text", help="the field holding the text to judge (default: text)")
@@ -83,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     selector = selector_of(args)  # option errors before anything is read
     if args.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
+    output_kind(args.output)  # an extension that is not .jsonl, .csv, .parquet or .pq: an error now
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
     if shard and args.group_by:
         raise InputError("--group-by with shards: a group may cross a shard's edge; "
@@ -104,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
     reader = open_input(args.input)
     total = None if args.input == "-" else reader.count()
     start, end = shard_range(*shard, total) if shard else (0, total)
-    rm = load_reward_model(args)
     fmt = output_kind(output)
+    _check_fields(args, reader, start)
+    if fmt == "parquet" and input_kind(args.input) == "jsonl" and args.input != "-":
+        check_parquet_types(reader.chunks(start, end, CHUNK), args.field)
+    rm = load_reward_model(args)
     notes: list[str] = []
     folder = WorkFolder.open(output, "parquet" if fmt == "parquet" else "jsonl",
                              _run_key(args, reader, start, end, rm), resume=args.resume, notes=notes)
@@ -142,7 +155,7 @@ def _run_key(args, reader, start: int, end: int | None, rm) -> dict:
     model = getattr(getattr(rm.backend, "model", None), "zyn_checkpoint", None) or _folder_identity(args.model)
     return {"input": reader.identity(), "input_kind": input_kind(args.input), "field": args.field,
             "model": args.model, "prompt": args.prompt, "reward": args.reward, "dtype": args.dtype,
-            "rows": [start, end], "chunk_rows": args.chunk_rows,
+            "max_length": args.max_length, "rows": [start, end], "chunk_rows": args.chunk_rows,
             "prompt_set": hashlib.sha256(prompt_set.encode()).hexdigest()[:16], "weights": model}
 
 
@@ -155,6 +168,37 @@ def _folder_identity(spec: str) -> str | None:
         return None
     entries = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in os.scandir(spec) if f.is_file())
     return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
+
+
+def _check_fields(args: argparse.Namespace, reader, start: int) -> None:
+    """--field and --group-by against the first records, before the model loads: a misspelt
+    field would otherwise stop the run (or skip every row) once the first chunk is scored.
+    Standard input is not checked: it cannot be read twice."""
+    if args.input == "-":
+        return
+    records = [(row.number, row.value) for row in reader.rows(start, start + PEEK) if isinstance(row.value, dict)]
+    if not records:
+        return
+    if not any(args.field in r or "completion" in r or "messages" in r for _, r in records):
+        number, first = records[0]
+        raise InputError(f"--field {args.field}: none of the first {len(records)} records has such a field, nor "
+                         f"completion or messages; {_did_you_mean(args.field, first)}{reader.unit} {number}'s "
+                         f"fields: {_names(first)}; pass --field with the one holding the text to judge")
+    good = next(((n, r) for n, r in records if check_record(r, args.field) is None), None)
+    if args.group_by and good and args.group_by not in good[1]:
+        number, first = good
+        raise InputError(f"--group-by {args.group_by}: {reader.unit} {number} has no such field; "
+                         f"{_did_you_mean(args.group_by, first)}its fields: {_names(first)}")
+
+
+def _did_you_mean(name: str, record: dict) -> str:
+    near = difflib.get_close_matches(name, [k for k in record if isinstance(k, str)], n=1)
+    return f"did you mean {near[0]!r}? " if near else ""
+
+
+def _names(record: dict) -> str:
+    names = ", ".join(repr(k) for k in list(record)[:10])
+    return names + (f" and {len(record) - 10} more" if len(record) > 10 else "")
 
 
 def _progress(err: Console, total: int | None, done: int, chunk: int) -> Progress:
@@ -190,14 +234,19 @@ def _to_stream(args, selector: Selector, err: Console) -> int:
     from ..corpus.writers import CsvWriter, JsonlWriter
 
     reader = open_input(args.input)
+    _check_fields(args, reader, 0)
     rm = load_reward_model(args)
     names = [q.name for q in rm.prompt_set.questions]
     if args.output == "-":
         stream, csv = sys.stdout, input_kind(args.input) == "csv"
     else:
         stream, csv = open(args.output, "w", encoding="utf-8", newline=""), output_kind(args.output) == "csv"
+    # a stream's CSV header is written from the first chunk: a field that only later rows hold cannot join it
+    fix = ("write to a regular file (its columns are gathered from every row first), or to .jsonl, or raise "
+           "--chunk-rows so that the first chunk holds the field")
     try:
-        return _write_stream(args, selector, err, reader, rm, names, CsvWriter(stream) if csv else JsonlWriter(stream))
+        return _write_stream(args, selector, err, reader, rm, names,
+                             CsvWriter(stream, fix=fix) if csv else JsonlWriter(stream))
     finally:
         if stream is not sys.stdout:
             stream.close()

@@ -24,11 +24,9 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve rewards over HTTP (OpenRLHF remote reward, /v1/rewards)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       conflict_handler="resolve")
-    add_model_options(p)
-    p.add_argument("--prompt", action="append", help="prompt-set name, YAML path or question; repeat to "
-                   "serve several on one model (default: sentiment)")
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(p, "prompt-set name, YAML path or question; repeat to serve several on one model "
+                         "(default: sentiment)", several=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--api-key", default=os.environ.get("ZYN_API_KEY"),

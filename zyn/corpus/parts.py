@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import InputError
-from .writers import json_line
+from .writers import json_line, merge_fields, unify
 
 MANIFEST = "manifest.json"
 _PART = re.compile(r"^rows-(\d{12})-(\d{12})\.(jsonl|parquet)$")
@@ -175,6 +175,28 @@ class WorkFolder:
         """The committed records in input order, `size` at a time."""
         for _, _, path in self.parts():
             yield from read_part(path, size)
+
+    def fields(self) -> list[str]:
+        """Every field of the committed records, in order (`merge_fields`): the header of a
+        CSV output, known before its first row. Reads every part."""
+        fields: list[str] = []
+        for batch in self.batches():
+            fields = merge_fields(fields, batch)
+        return fields
+
+    def schema(self):
+        """One Arrow schema for every committed Parquet part, read from their footers alone
+        (None without parts): a field that some chunks lack or hold only nulls in gets
+        the type the others give it."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schemas = [pq.read_schema(path) for _, _, path in self.parts()]
+        if not schemas:
+            return None
+        unified = unify(schemas)
+        order = merge_fields((), (dict.fromkeys(s.names) for s in schemas))
+        return pa.schema([unified.field(name) for name in order])
 
     def copy_jsonl(self, out: IO[str]) -> None:
         """Concatenate JSONL parts into `out` as they are (no parsing)."""

@@ -4,9 +4,16 @@ A row is every non-blank line of JSONL, every data record of CSV, every row of a
 Parquet file or `datasets` dataset. Rows are indexed from 0 (the index names the
 row ranges of parts and shards) and carry the number a person would look up: the
 line of a JSONL or CSV file, the 1-based row of a Parquet file or dataset.
+
+A JSONL or CSV file compressed with gzip, bzip2 or xz (known by its first bytes, not
+its name) is read as it is: decompressed as it streams, so counting it, and reaching a
+shard's or a resumed run's first row, reads it from the start.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import sys
 from dataclasses import dataclass
@@ -17,6 +24,10 @@ from ..errors import InputError
 from ..records import csv_records, json_record
 
 FORMATS = ("jsonl", "csv", "parquet", "dataset")
+COMPRESSED = (".gz", ".bz2", ".xz")  # a name such as in.csv.gz is CSV
+# a compressed file's first bytes, its format's name, and how to open it (None: not read)
+_MAGIC = ((b"\x1f\x8b", "gzip", gzip.open), (b"\xfd7zXZ\x00", "xz", lzma.open), (b"BZh", "bzip2", bz2.open),
+          (b"\x28\xb5\x2f\xfd", "zstd", None), (b"PK\x03\x04", "zip", None))
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ def input_kind(spec: str) -> str:
     low = str(spec).lower()
     if low.startswith("hf:") or (spec != "-" and Path(spec).is_dir()):
         return "dataset"
+    low = low.removesuffix(os.path.splitext(low)[1]) if low.endswith(COMPRESSED) else low
     if low.endswith(".csv"):
         return "csv"
     if low.endswith((".parquet", ".pq")):
@@ -48,6 +60,15 @@ def open_input(spec: str) -> "Reader":
         return DatasetReader(spec)
     if spec != "-" and not Path(spec).is_file():
         raise InputError(f"input: no such file {spec!r}")
+    if spec != "-":
+        with open(spec, "rb") as f:
+            packed = compression(f.read(10))
+        if packed and kind == "parquet":
+            raise InputError(f"input: {spec} is {packed}-compressed; decompress it first (Parquet compresses "
+                             "its columns itself)")
+        if packed and not _opener(packed):
+            raise InputError(f"input: {spec} is {packed}-compressed; decompress it first (zyn reads JSONL and "
+                             "CSV files compressed with gzip, bzip2 or xz as they are)")
     return {"jsonl": JsonlReader, "csv": CsvReader, "parquet": ParquetReader}[kind](spec)
 
 
@@ -83,12 +104,46 @@ class Reader:
             yield chunk
 
 
+def compression(head: bytes) -> str | None:
+    """"gzip", "xz", "bzip2", "zstd" or "zip" when `head`, a file's first bytes, starts one."""
+    for magic, name, _ in _MAGIC:
+        if head.startswith(magic) and (name != "bzip2" or head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
+            return name  # bzip2: "BZh", a level, then a block or end-of-stream marker (not text starting "BZh")
+    return None
+
+
+def _opener(name: str):
+    return next(open_ for _, n, open_ in _MAGIC if n == name)
+
+
+def _raw_lines(spec: str) -> Iterator[bytes]:
+    """The lines of a file as bytes, decompressed if it is gzip, bzip2 or xz, or of standard input."""
+    if spec == "-":
+        yield from sys.stdin.buffer
+        return
+    with open(spec, "rb") as f:
+        packed = compression(f.read(10))
+    if not packed:
+        with open(spec, "rb") as f:
+            yield from f
+        return
+    try:
+        with _opener(packed)(spec, "rb") as f:
+            yield from f
+    except (EOFError, OSError, lzma.LZMAError) as e:
+        raise InputError(f"input: {spec}: its {packed} data is damaged or cut short ({e}); check the file, "
+                         "e.g. by decompressing it") from None
+
+
 def _decoded_lines(spec: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file or stdin; a byte that is not UTF-8 is an InputError."""
-    stream = sys.stdin.buffer if spec == "-" else open(spec, "rb")
+    lines = _raw_lines(spec)
     offset = 0
     try:
-        for n, raw in enumerate(stream, start=1):
+        for n, raw in enumerate(lines, start=1):
+            if n == 1 and spec == "-" and compression(raw[:10]):
+                raise InputError(f"input: standard input is {compression(raw[:10])}-compressed; decompress it in "
+                                 "the pipe (e.g. gzip -dc FILE | zyn score --input - ...), or give the file itself")
             if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark (Excel's "CSV UTF-8")
                 raw, offset = raw[3:], 3
             try:
@@ -99,8 +154,7 @@ def _decoded_lines(spec: str) -> Iterator[tuple[int, str]]:
                                  f"{raw[e.start:e.start + 1]!r}); convert it, e.g. with iconv -t UTF-8") from None
             offset += len(raw)
     finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+        lines.close()
 
 
 class JsonlReader(Reader):
@@ -108,8 +162,7 @@ class JsonlReader(Reader):
         # a counting pass need not parse JSON; bytes suffice (every non-blank line is a row)
         if self.spec == "-":
             raise InputError("standard input cannot be counted; give a file")
-        with open(self.spec, "rb") as f:
-            return sum(1 for raw in f if raw.strip())
+        return sum(1 for raw in _raw_lines(self.spec) if raw.strip())
 
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[Row]:
         index = 0
@@ -118,8 +171,8 @@ class JsonlReader(Reader):
                 continue
             if stop is not None and index >= stop:
                 return
-            if index >= start:
-                yield Row(index, n, json_record(text))
+            if index >= start:  # without its line break, which json would count as a line of its own
+                yield Row(index, n, json_record(text.rstrip("\r\n")))
             index += 1
 
 
