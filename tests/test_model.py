@@ -196,6 +196,7 @@ def test_a_model_folder_may_be_a_path(tiny_causal_dir):
     ({"batch_size": "8"}, "batch_size: expected a positive whole number, got '8'"),
     ({"token_budget": -5}, "token_budget: expected a positive whole number, got -5"),
     ({"max_length": 1.5}, "max_length: expected a positive whole number"),
+    ({"max_length": 100000}, "max_length: 100000 is beyond the model's 256 positions; give at most 256"),
     ({"batch_size": True}, "batch_size: expected a positive whole number, got True"),
 ])
 def test_options_are_checked_when_the_model_is_built(tiny_causal, options, match):

@@ -104,6 +104,10 @@ class HFBackend:
         # cache locality. A GPU wants wide batches.
         self.batch_size = batch_size or 64
         self.token_budget = token_budget or (65536 if on_gpu else 512)
+        positions = _positions(model)
+        if max_length and positions and max_length > positions:
+            raise ZynError(f"max_length: {max_length} is beyond the model's {positions} positions; give at most "
+                           f"{positions} (or leave it out: the model's context)")
         self.max_length = max_length or _context_length(model, tokenizer)
         self.layout = _layout(layout, share_prefix, pack, on_gpu, self.is_seq2seq or not cache_is_plain(model))
         self.trim_last_layer = trim_last_layer
@@ -290,10 +294,16 @@ def _layout(layout: str | None, share_prefix: bool, pack: bool | None, on_gpu: b
     return "padded" if padded_only or not share_prefix else layout
 
 
-def _context_length(model, tokenizer) -> int:
-    limits = [getattr(model.config, "max_position_embeddings", None),
-              getattr(model.config, "n_positions", None)]
+def _positions(model) -> int | None:
+    """The most positions the model has embeddings for; None where it has no such limit (T5)."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(model.config, "n_positions", None)]
     limits = [x for x in limits if isinstance(x, int) and x > 0]
+    return min(limits) if limits else None
+
+
+def _context_length(model, tokenizer) -> int:
+    positions = _positions(model)
+    limits = [positions] if positions else []
     tok_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_max, int) and 0 < tok_max < 10**9:
         limits.append(tok_max)
