@@ -90,3 +90,30 @@ def test_group_by_is_refused_with_shards(tiny_causal_dir, tmp_path, capsys):
     assert main(["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
                  "--shard", "0/2", "--group-by", "id", "--keep", "best"]) == 2
     assert "pass it to `zyn merge`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shard_ext", ["jsonl", "parquet"])
+@pytest.mark.parametrize("out_ext", ["csv", "parquet"])
+def test_merge_keeps_a_field_only_a_later_shard_holds(tmp_path, shard_ext, out_ext):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    shards = [[{"id": 1, "text": "a", "p_yes": 0.5, "reward": 0.0}],
+              [{"id": 2, "text": "b", "score": 7, "p_yes": 0.25, "reward": -2.5}]]
+    for i, rows in enumerate(shards):
+        path = tmp_path / f"s-{i:05d}-of-00002.{shard_ext}"
+        if shard_ext == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            pq.write_table(pa.Table.from_pylist(rows), path)
+    out = tmp_path / f"m.{out_ext}"
+    assert main(["merge", str(out), *(str(p) for p in sorted(tmp_path.glob("s-*")))]) == 0
+    if out_ext == "csv":
+        import csv
+
+        with out.open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows[0]["score"] == "" and rows[1]["score"] == "7"
+    else:
+        rows = pq.read_table(out).to_pylist()
+        assert rows[0]["score"] is None and rows[1]["score"] == 7 and rows[1]["p_yes"] == 0.25

@@ -33,9 +33,35 @@ def run(args: argparse.Namespace) -> int:
     files = order_shards(args.shards)
     for f in files:
         check_output(args.output, f)
+    fmt = output_kind(args.output)
     batches = (chunk_records for f in files for chunk_records in _records(f))
-    write_output(args.output, output_kind(args.output), batches, selector)
+    write_output(args.output, fmt, batches, selector, **_columns(files, fmt, selector))
     return 0
+
+
+def _columns(files: list[str], fmt: str, selector) -> dict:
+    """A CSV or Parquet output's columns from every shard, gathered before its first row is
+    written, so that a field only a later shard holds is kept (pairs have columns of their
+    own). Parquet shards give their schemas from their footers; others are read once more."""
+    from ..corpus.writers import arrow_table, merge_fields, unify
+
+    if fmt == "jsonl" or selector.pairs:
+        return {}
+    if fmt == "csv":
+        fields: list[str] = []
+        for f in files:
+            for batch in _records(f):
+                fields = merge_fields(fields, batch)
+        return {"fields": fields}
+    import pyarrow.parquet as pq
+
+    schemas = []
+    for f in files:
+        if input_kind(f) == "parquet":
+            schemas.append(pq.read_schema(f))
+        else:
+            schemas += [arrow_table(batch, range(1, len(batch) + 1), f"{f}: row").schema for batch in _records(f)]
+    return {"schema": unify(schemas)}
 
 
 SCORE_COLUMNS = ("p_yes", "reward", "penalty")  # a shard's number columns, besides p_yes/<question>
