@@ -169,3 +169,19 @@ def test_two_bare_questions_are_compared_under_their_own_names(tmp_path, data, c
     assert rc == 0, err
     runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
     assert {r["prompt_set"] for r in runs} == {"is_this_review_positive", "is_this_review_favourable"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".csv.gz", ".jsonl.xz"])
+def test_a_compressed_labelled_file_is_read_as_it_is(tmp_path, capsys, suffix):
+    import gzip
+    import lzma
+
+    if ".csv" in suffix:
+        body = "text,label\n" + "".join(f"{t},{y}\n" for t, y in ROWS)
+    else:
+        body = "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS)
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes((gzip.compress if suffix.endswith(".gz") else lzma.compress)(body.encode()))
+    rc, out, err = run(capsys, "--input", path, "--output-dir", tmp_path / "o")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["n"] == len(ROWS)

@@ -27,7 +27,8 @@ class BadLine:
 
 def input_format(path: str) -> str:
     """"csv" or "jsonl", from the file name ("-" is JSONL on standard input)."""
-    return "csv" if str(path).lower().endswith(".csv") else "jsonl"
+    return "csv" if str(path).lower().removesuffix(".gz").removesuffix(".bz2").removesuffix(".xz").endswith(".csv") \
+        else "jsonl"
 
 
 def read_records(path: str, field: str = "text") -> tuple[list[tuple[int, dict]], list[BadLine]]:
@@ -55,13 +56,34 @@ def _read_text(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"input: no such file {path!r}")
-    data = p.read_bytes()
+    data = _decompressed(p.read_bytes(), path)
     try:
         return data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not part of the text
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise InputError(f"input: {path} is not UTF-8 text (line {line}, byte {e.start}: "
                          f"{data[e.start:e.start + 1]!r}); convert it, e.g. with iconv -t UTF-8") from None
+
+
+def _decompressed(data: bytes, path: str) -> bytes:
+    """`data` as it is, or decompressed when it is gzip, bzip2 or xz (known by its first bytes)."""
+    import bz2
+    import gzip
+    import lzma
+
+    from .corpus.readers import compression
+
+    packed = compression(data[:10])
+    if packed is None:
+        return data
+    unpack = {"gzip": gzip.decompress, "bzip2": bz2.decompress, "xz": lzma.decompress}.get(packed)
+    if unpack is None:
+        raise InputError(f"input: {path} is {packed}-compressed; decompress it first (gzip, bzip2 and xz files "
+                         "are read as they are)")
+    try:
+        return unpack(data)
+    except (EOFError, OSError, lzma.LZMAError) as e:
+        raise InputError(f"input: {path}: its {packed} data is damaged or cut short ({e}); check the file") from None
 
 
 def _jsonl_rows(text: str) -> Iterable[tuple[int, Any]]:
