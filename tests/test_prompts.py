@@ -208,3 +208,17 @@ def test_empty_variable_is_falsy_in_templates():
     ps = PromptSet("e", (Question("q", "{% if prompt %}Q: {{ prompt }}\n{% endif %}A: {{ completion }}"),))
     (q,) = ps.render({"prompt": "", "completion": "hi"})
     assert q.user == "A: hi"
+
+
+def test_a_record_whose_question_is_under_another_name_is_warned_about():
+    ps = load_prompt_set("answer_grader")
+    with pytest.warns(UserWarning, match=r"item 0 gives no 'prompt', which prompt set 'answer_grader' reads .* "
+                                         r"field\(s\) \['question'\] that no template reads"):
+        ps.render({"question": "Capital of France?", "completion": "Paris", "reference": "Paris"})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ps.render({"prompt": "Capital of France?", "completion": "Paris", "reference": "Paris"})
+        ps.render({"completion": "Paris", "reference": "Paris"})  # nothing else given: nothing to point at
+        load_prompt_set("sentiment").render({"completion": "fine", "id": 3})  # its template reads no prompt

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -42,6 +43,7 @@ from .scoring import COMBINES, SHAPES
 from .textstats import repeated_ngram_rate
 
 INPUT_VARIABLES = ("text", "prompt", "completion", "messages")
+_PROMPT_GIVERS = frozenset({"prompt", "text", "messages"})  # a record's fields that give the template a prompt
 CHAT_MODES = ("auto", "always", "never")
 _SET_KEYS = {"name", "version", "description", "chat_template", "system", "answers", "reward",
              "combine", "fields", "questions", "delimit", "penalties"}
@@ -194,13 +196,27 @@ class PromptSet:
     def __post_init__(self):
         _validate(self)
 
+    @functools.cached_property
+    def _reads_prompt(self) -> bool:
+        return any("prompt" in meta.find_undeclared_variables(_ENV.parse(q.template)) for q in self.questions)
+
     @property
     def variables(self) -> tuple[str, ...]:
         """Names a record may fill: the input variables and the declared fields."""
         return INPUT_VARIABLES + self.fields
 
     def render(self, item: Any, index: int = 0) -> list[Query]:
-        """Render every question for one text or record, in question order."""
+        """Render every question for one text or record, in question order.
+
+        A record that gives no prompt (no ``prompt``, ``text`` or ``messages``) to templates that
+        read one, yet holds fields no template reads, gets a warning: the prompt renders empty,
+        and the question it meant to give is likely under another name."""
+        if isinstance(item, Mapping) and self._reads_prompt and not _PROMPT_GIVERS.intersection(item):
+            unread = [k for k in item if k not in self.variables]
+            if unread:
+                warnings.warn(f"zyn: item {index} gives no 'prompt', which prompt set {self.name!r} reads (it renders "
+                              f"empty), and field(s) {unread[:5]} that no template reads; pass the question as "
+                              "'prompt'", UserWarning, stacklevel=3)
         context = make_context(item, index, self.fields)
         if self.delimit:
             context = {k: _neutralised(v) for k, v in context.items()}
