@@ -243,3 +243,24 @@ def test_converting_a_passed_model_says_so(tiny_causal):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to convert: no warning
         ZeroShotRewardModel(model, tok, dtype="bfloat16", device="cpu")
+
+
+def test_a_dataframe_or_a_set_is_refused_not_scored_by_its_column_names(tiny_causal):
+    pd = pytest.importorskip("pandas")
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    df = pd.DataFrame({"text": ["A wonderful film.", "Awful."]})
+    with pytest.raises(ZynError, match=r"got a DataFrame, whose items are its column names; pass a column \(df\['text'\]\)"):
+        rm.score(df)
+    with pytest.raises(ZynError, match="got a set, which has no order"):
+        rm.score({"a", "b"})
+    assert len(rm.score(df["text"])) == 2 and len(rm.score(df.to_dict("records"))) == 2
+
+
+def test_an_ensembles_truncation_warning_counts_queries_as_queries(tiny_causal):
+    from zyn import TruncationWarning
+
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_ensemble", max_length=120)
+    n = len(rm.prompt_set.questions)
+    with pytest.warns(TruncationWarning, match=rf"{n} of {2 * n} queries \(2 inputs x {n} questions\) were longer"):
+        out = rm.score_detailed(["great film " * 200, "short"])
+    assert out.truncated == n

@@ -87,9 +87,11 @@ class ZeroShotRewardModel:
         backend = self._ensure_backend()
         out = LogOdds.of(backend.logodds(groups, ps.answers[0], ps.answers[1])) if groups else LogOdds([])
         if out.truncated:
-            warnings.warn(f"zyn: {out.truncated} of {len(inputs)} inputs were longer than the model's context "
-                          f"({out.context} tokens) and were cut inside their text", TruncationWarning,
-                          stacklevel=_outside_zyn())
+            queries = sum(len(g) for g in groups)
+            of = (f"{out.truncated} of {len(inputs)} inputs were" if queries == len(inputs) else
+                  f"{out.truncated} of {queries} queries ({len(inputs)} inputs x {len(ps.questions)} questions) were")
+            warnings.warn(f"zyn: {of} longer than the model's context ({out.context} tokens) and were cut inside their "
+                          "text", TruncationWarning, stacklevel=_outside_zyn())
         return dataclasses.replace(self._assemble(out.values, ps.penalty(inputs)), truncated=out.truncated)
 
     def _assemble(self, raw: list[list[float]], penalty: list[float] | None = None) -> Scores:
@@ -270,6 +272,12 @@ def as_batch(name: str, value: Any, what: str = "texts or records") -> list[Any]
     if value is None or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise InputError(f"{name}: expected a list of {what}, got {type(value).__name__}; "
                          "wrap a single one in a list")
+    if hasattr(value, "columns") and hasattr(value, "iloc"):  # a pandas DataFrame iterates over its column names
+        raise InputError(f"{name}: expected a list of {what}, got a DataFrame, whose items are its column names; "
+                         "pass a column (df['text']) or its records (df.to_dict('records'))")
+    if isinstance(value, (set, frozenset)):
+        raise InputError(f"{name}: expected a list of {what}, got a {type(value).__name__}, which has no order for "
+                         "the scores to follow; pass a list")
     return list(value)
 
 
