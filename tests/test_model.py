@@ -264,3 +264,23 @@ def test_an_ensembles_truncation_warning_counts_queries_as_queries(tiny_causal):
     with pytest.warns(TruncationWarning, match=rf"{n} of {2 * n} queries \(2 inputs x {n} questions\) were longer"):
         out = rm.score_detailed(["great film " * 200, "short"])
     assert out.truncated == n
+
+
+def test_an_unpickled_copy_rebuilds_with_the_tokenizer_given_beside_the_name(tiny_causal_dir, monkeypatch):
+    import pickle
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    import zyn.model
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    rm = ZeroShotRewardModel(Path(tiny_causal_dir), tokenizer=tok, prompt="sentiment")
+    want = rm.score_detailed([{"prompt": "", "completion": "fine"}]).rewards
+    built = []
+    real = zyn.model.build_backend
+    monkeypatch.setattr(zyn.model, "build_backend", lambda m, t=None, **k: built.append((m, t)) or real(m, t, **k))
+    copy = pickle.loads(pickle.dumps(rm.as_trl_reward()))
+    assert copy(prompts=[""], completions=["fine"]) == pytest.approx(want, abs=1e-6)
+    (model, tokenizer), = built
+    assert model == tiny_causal_dir and tokenizer is not None and tokenizer.get_vocab() == tok.get_vocab()

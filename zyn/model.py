@@ -54,7 +54,10 @@ class ZeroShotRewardModel:
                  **backend_options: Any):
         self.prompt_set: PromptSet = load_prompt_set(prompt)
         self.reward_shape = _check_shape(reward or self.prompt_set.reward)
-        self._model_spec = model if isinstance(model, str) else None
+        spec = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self._model_spec = spec if isinstance(spec, str) else None
+        # a tokenizer given beside a name (a remote judge's, say) is kept: an unpickled copy rebuilds with it
+        self._tokenizer = tokenizer if self._model_spec is not None else None
         #: what the model was built from, for logs and served responses
         self.model_name: str = public_name(self._model_spec) if self._model_spec else _describe(model)
         self._backend_args = dict(batch_size=batch_size, device=device, dtype=dtype, **backend_options)
@@ -134,7 +137,7 @@ class ZeroShotRewardModel:
 
     def _ensure_backend(self) -> Backend:
         if self.backend is None:  # unpickled from a model name: load on first use
-            self.backend = build_backend(self._model_spec, None, **self._backend_args)
+            self.backend = build_backend(self._model_spec, getattr(self, "_tokenizer", None), **self._backend_args)
         return self.backend
 
     def __getstate__(self) -> dict:
