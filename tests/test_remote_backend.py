@@ -269,6 +269,22 @@ def test_connection_refused_is_retried_then_reported():
     assert be.retry_count == 2
 
 
+def test_a_failed_call_cancels_its_queued_requests():
+    """A dead server fails the call once; the call's requests not yet sent are dropped, not
+    retried one after another in the background while the next call waits behind them."""
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    be = OpenAIBackend(f"http://127.0.0.1:{port}/v1", model="m", retries=2, backoff=0.05, timeout=2,
+                       concurrency=2, completion_batch=1)
+    with pytest.raises(RemoteError, match="ConnectError"):
+        be.logodds([[q(f"x{i}")] for i in range(40)], ["Yes"], ["No"])
+    time.sleep(1.0)  # the requests already in flight finish their retries
+    assert be.retry_count <= 2 * 2 + 2  # the two in flight, not all 40 queued ones (80 retries)
+
+
 def test_vllm_mode_falls_back_to_logprobs_without_the_route(caplog):
     app = make_fake_server()  # no /tokenize, no /generative_scoring: FastAPI's plain 404
     with serve_in_thread(app) as url:

@@ -21,6 +21,7 @@ the served models.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -283,9 +284,10 @@ class OpenAIBackend:
         jobs = [[self._pool.submit(self._generative_pass, chunk, [t] + [u for u in labels if u != t])
                  for t in side] for chunk in chunks]
         out: list[float] = []
-        for passes in jobs:
-            per_pass = [job.result() for job in passes]
-            out += [_checked_sum(scores) for scores in zip(*per_pass)]
+        with _cancelled_on_failure([job for passes in jobs for job in passes]):
+            for passes in jobs:
+                per_pass = [job.result() for job in passes]
+                out += [_checked_sum(scores) for scores in zip(*per_pass)]
         return out
 
     def _generative_pass(self, items: list[list[int]], labels: list[int]) -> list[float]:
@@ -332,9 +334,10 @@ class OpenAIBackend:
                 for i in range(0, len(plain), self.completion_batch)]
         jobs += [self._pool.submit(self._score_chat, i, flat[i], yes, no) for i in chat]
         values, flags = [math.nan] * len(flat), ["missing"] * len(flat)
-        for job in jobs:
-            for i, value, flag in job.result():
-                values[i], flags[i] = value, flag
+        with _cancelled_on_failure(jobs):
+            for job in jobs:
+                for i, value, flag in job.result():
+                    values[i], flags[i] = value, flag
         return values, flags
 
     def _split(self, flat: list[Query]) -> tuple[list[int], list[int]]:
@@ -365,6 +368,19 @@ class OpenAIBackend:
         body = wire.chat_body(self.model, wire.chat_messages(query), self.top_k, self.extra_body)
         answer = self._call("POST", f"{self.base_url}/chat/completions", body)
         return [(i, *wire.logodds_from_top(wire.parse_chat_top(answer), yes, no))]
+
+
+@contextlib.contextmanager
+def _cancelled_on_failure(jobs: list):
+    """Within the block, a failure cancels the call's jobs not yet started: a dead server
+    would otherwise keep the pool busy with their retries, and the next call would wait
+    behind them."""
+    try:
+        yield
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        raise
 
 
 def _checked_sum(scores: Sequence[float]) -> float:
