@@ -478,3 +478,22 @@ def test_an_unreadable_answer_is_a_remote_error():
     for content in (b"<html>502</html>", b"[" * 100_000 + b"]" * 100_000):
         with pytest.raises(RemoteError, match="u: answer is"):
             _json(httpx.Response(200, content=content), "u")
+
+
+@pytest.mark.parametrize("query, match", [
+    ("apikey=sk", r"\?apikey= is not an option; did you mean 'api_key'\?"),
+    ("foo=1", r"\?foo= is not an option \(the options are "),
+    ("top_k=abc", r"\?top_k='abc': expected a whole number"),
+    ("timeout=soon", r"\?timeout='soon': expected a number"),
+    ("chat_auto=maybe", r"\?chat_auto='maybe': expected true or false"),
+])
+def test_url_options_are_checked_like_keywords(query, match):
+    from zyn import ZeroShotRewardModel, ZynError
+
+    with pytest.raises(ZynError, match=match):
+        ZeroShotRewardModel(f"openai+http://127.0.0.1:9/v1?{query}", prompt="sentiment")
+
+
+def test_url_options_still_set_the_backend():
+    be = OpenAIBackend.from_url("openai+http://127.0.0.1:9/v1?top_k=7&timeout=1.5&chat_auto=false&model=m")
+    assert (be.top_k, be.chat_auto) == (7, False)

@@ -128,15 +128,7 @@ class OpenAIBackend:
             raise ValueError(f"remote model {url!r}: expected openai+http(s)://HOST:PORT/v1 "
                              "or vllm+http(s)://HOST:PORT/v1")
         parts = urlsplit(rest)
-        opts: dict[str, Any] = dict(parse_qsl(parts.query))
-        for key in ("top_k", "concurrency", "retries", "completion_batch"):
-            if key in opts:
-                opts[key] = int(opts[key])
-        for key in ("timeout", "backoff", "max_backoff"):
-            if key in opts:
-                opts[key] = float(opts[key])
-        if "chat_auto" in opts:
-            opts["chat_auto"] = opts["chat_auto"].lower() in ("1", "true", "yes")
+        opts: dict[str, Any] = _url_options(cls, parse_qsl(parts.query))
         opts.setdefault("mode", "vllm" if scheme == "vllm" else "logprobs")
         if scheme == "vllm":
             opts.setdefault("completion_batch", 32)
@@ -368,6 +360,36 @@ class OpenAIBackend:
         body = wire.chat_body(self.model, wire.chat_messages(query), self.top_k, self.extra_body)
         answer = self._call("POST", f"{self.base_url}/chat/completions", body)
         return [(i, *wire.logodds_from_top(wire.parse_chat_top(answer), yes, no))]
+
+
+def _url_options(cls: type, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """The constructor options a remote model URL's query sets, each checked as a keyword would be."""
+    import difflib
+    import inspect
+
+    from ...errors import ZynError
+
+    known = sorted(n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "base_url"))
+    parse = {**dict.fromkeys(("top_k", "concurrency", "retries", "completion_batch"), (int, "a whole number")),
+             **dict.fromkeys(("timeout", "backoff", "max_backoff"), (float, "a number"))}
+    opts: dict[str, Any] = {}
+    for key, value in query:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ZynError(f"remote model URL: ?{key}= is not an option{hint} (the options are {', '.join(known)})")
+        if key in parse:
+            kind, need = parse[key]
+            try:
+                value = kind(value)
+            except ValueError:
+                raise ZynError(f"remote model URL: ?{key}={value!r}: expected {need}") from None
+        elif key == "chat_auto":
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ZynError(f"remote model URL: ?chat_auto={value!r}: expected true or false")
+            value = value.lower() in ("1", "true", "yes")
+        opts[key] = value
+    return opts
 
 
 @contextlib.contextmanager
