@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zyn import ZeroShotRewardModel  # noqa: E402
-from tests.support.llama_server import llama_cpp_server  # noqa: E402
+# the test suite's helpers, by their folder: a package named `tests` that verl and OpenRLHF
+# install would hide `tests.support`
+sys.path.insert(0, str(ROOT / "tests"))
+from support.llama_server import llama_cpp_server  # noqa: E402
 
 
 def gguf_file(model: str) -> Path:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""ZYN sentiment: train a policy to continue movie-review openers positively ("Is this movie review positive?").
+"""ZYN sentiment: train a policy to continue movie-review openers positively (the judge asks
+"Is the reviewer's opinion of the film favourable?", prompts/sentiment.yaml).
 
     python experiments/ppo_flan_sentiments.py                      # offline CPU default (gemma-3-270m policy, Qwen judge)
     python experiments/ppo_flan_sentiments.py --config experiments/configs/paper_gpu.yaml   # the paper's scale, on a GPU
