@@ -497,3 +497,13 @@ def test_url_options_are_checked_like_keywords(query, match):
 def test_url_options_still_set_the_backend():
     be = OpenAIBackend.from_url("openai+http://127.0.0.1:9/v1?top_k=7&timeout=1.5&chat_auto=false&model=m")
     assert (be.top_k, be.chat_auto) == (7, False)
+
+
+def test_a_chat_answer_that_generated_no_token_is_missing_not_a_failed_call():
+    from zyn.backends.remote import protocols as wire
+
+    eos_first = {"choices": [{"index": 0, "logprobs": {"content": []}, "finish_reason": "stop"}]}  # llama.cpp
+    value, flag = wire.logodds_from_top(wire.parse_chat_top(eos_first), ["Yes"], ["No"])
+    assert math.isnan(value) and flag == "missing"
+    with pytest.raises(RemoteError, match="has no logprobs.content"):
+        wire.parse_chat_top({"choices": [{"index": 0, "message": {"content": "Yes"}}]})  # logprobs not supported

@@ -110,9 +110,14 @@ def parse_completion_top(body: Any, index: int = 0) -> list[tuple[str, Any]]:
 
 
 def parse_chat_top(body: Any) -> list[tuple[str, Any]]:
-    """The first generated position's top-k of a /v1/chat/completions answer."""
+    """The first generated position's top-k of a /v1/chat/completions answer; none (the
+    answer is then missing, not an error of the whole call) where the server generated no
+    token it reports, as llama.cpp does when the first token is end-of-sequence."""
     try:
-        return _top_entries(body["choices"][0]["logprobs"]["content"][0]["top_logprobs"])
+        content = body["choices"][0]["logprobs"]["content"]
+        if content == []:
+            return []
+        return _top_entries(content[0]["top_logprobs"])
     except (KeyError, IndexError, TypeError) as e:
         raise RemoteError(f"/v1/chat/completions answer has no logprobs.content[0].top_logprobs ({e!r}); "
                           "does the server support `logprobs`/`top_logprobs`?") from None
