@@ -107,6 +107,8 @@ def make_fake_server(fail_first: int = 0, fail_status: int = 503) -> FastAPI:
         t = top(chat_text(body["messages"]), int(body["top_logprobs"]))
         content = [{"token": t[0][0], "logprob": t[0][1],
                     "top_logprobs": [{"token": tok, "logprob": lp, "bytes": None} for tok, lp in t]}]
+        if "EOSFIRST" in chat_text(body["messages"]):  # llama.cpp: end-of-sequence first, no logprobs for it
+            content = []
         return {"object": "chat.completion", "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": t[0][0]},
                              "logprobs": {"content": content}, "finish_reason": "length"}]}
@@ -507,3 +509,14 @@ def test_a_chat_answer_that_generated_no_token_is_missing_not_a_failed_call():
     assert math.isnan(value) and flag == "missing"
     with pytest.raises(RemoteError, match="has no logprobs.content"):
         wire.parse_chat_top({"choices": [{"index": 0, "message": {"content": "Yes"}}]})  # logprobs not supported
+
+
+def test_every_chat_answer_missing_points_at_the_chat_template(fake, caplog):
+    app, url = fake
+    be = OpenAIBackend(url + "/v1", model="fake-model", top_k=len(VOCAB))
+    out = be.logodds([[q("EOSFIRST a", chat="always"), q("EOSFIRST b", chat="always")]], ["Yes"], ["No"])
+    assert all(math.isnan(v) for v in out.values[0]) and out.flags == [["missing", "missing"]]
+    assert any("pass tokenizer= (the model's) or add ?chat_auto=false" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    be.logodds([[q("EOSFIRST a", chat="always"), q("fine", chat="always")]], ["Yes"], ["No"])
+    assert not any("chat_auto=false" in r.getMessage() for r in caplog.records)  # one answer read: no such hint

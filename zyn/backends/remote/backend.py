@@ -203,9 +203,15 @@ class OpenAIBackend:
             self.counts.update(tally)
         bad = {f: tally[f] for f in wire.FLAGS[1:] if tally[f]}
         if bad:
+            hint = ""
+            if tally["missing"] == len(flags) and self._split([q for g in groups for q in g])[1]:  # all missing
+                hint = ("; every answer was missing: if the server's model has no chat template, its chat route "
+                        "answers in a format of its own; pass tokenizer= (the model's) or add ?chat_auto=false "
+                        "to the URL")
             log.warning("remote scoring: %d of %d queries not read exactly (%s); bounds used for answers "
-                        "outside the top %d, NaN where both were missing or the server sent an invalid number",
-                        sum(bad.values()), len(flags), ", ".join(f"{k}={v}" for k, v in bad.items()), self.top_k)
+                        "outside the top %d, NaN where both were missing or the server sent an invalid number%s",
+                        sum(bad.values()), len(flags), ", ".join(f"{k}={v}" for k, v in bad.items()), self.top_k,
+                        hint)
         return RemoteLogOdds(out, truncated, context, out_flags)
 
     # ----------------------------------------------------------------- requests
