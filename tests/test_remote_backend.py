@@ -284,7 +284,8 @@ def test_a_failed_call_cancels_its_queued_requests():
     with pytest.raises(RemoteError, match="ConnectError"):
         be.logodds([[q(f"x{i}")] for i in range(40)], ["Yes"], ["No"])
     time.sleep(1.0)  # the requests already in flight finish their retries
-    assert be.retry_count <= 2 * 2 + 2  # the two in flight, not all 40 queued ones (80 retries)
+    # the requests in flight, and one more each worker may take before the cancel lands: not all 40 (80 retries)
+    assert be.retry_count <= 4 * 2 * 2
 
 
 def test_vllm_mode_falls_back_to_logprobs_without_the_route(caplog):
