@@ -284,3 +284,9 @@ def test_an_unpickled_copy_rebuilds_with_the_tokenizer_given_beside_the_name(tin
     assert copy(prompts=[""], completions=["fine"]) == pytest.approx(want, abs=1e-6)
     (model, tokenizer), = built
     assert model == tiny_causal_dir and tokenizer is not None and tokenizer.get_vocab() == tok.get_vocab()
+
+
+def test_a_remote_judges_tokenizer_is_checked_too():
+    with pytest.raises(ZynError, match=r"tokenizer: expected the loaded model's tokenizer, got str 'sentiment' "
+                                       r"\(a prompt set goes in prompt="):
+        ZeroShotRewardModel("openai+http://127.0.0.1:9/v1", "sentiment")

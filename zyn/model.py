@@ -169,6 +169,11 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
                        f"{DEFAULT_JUDGE!r} (zyn models list)")
     from .backends.hf import HFBackend
 
+    if tokenizer is not None and (isinstance(tokenizer, (str, bytes))
+                                  or not callable(getattr(tokenizer, "encode", None))):
+        hint = " (a prompt set goes in prompt=...)" if isinstance(tokenizer, str) else ""
+        raise ZynError(f"tokenizer: expected the loaded model's tokenizer, got {type(tokenizer).__name__} "
+                       f"{tokenizer!r:.40}{hint}")
     if isinstance(model, str) and resolve(model).kind == "remote":
         from .backends.remote import OpenAIBackend
 
@@ -183,11 +188,6 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
             return PoolBackend.from_url(model, tokenizer=tokenizer, **options)
         return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
     check_options(options, HFBackend.__init__, "a transformers judge", exclude={"model", "tokenizer", "batch_size"})
-    if tokenizer is not None and (isinstance(tokenizer, (str, bytes))
-                                  or not callable(getattr(tokenizer, "encode", None))):
-        hint = " (a prompt set goes in prompt=...)" if isinstance(tokenizer, str) else ""
-        raise ZynError(f"tokenizer: expected the loaded model's tokenizer, got {type(tokenizer).__name__} "
-                       f"{tokenizer!r:.40}{hint}")
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype
 
