@@ -69,13 +69,19 @@ def test_an_unfinished_folder_without_resume_is_a_clear_error(tiny_causal_dir, t
     assert "resuming: 192 rows already committed" in capsys.readouterr().err
 
 
-def test_a_changed_input_is_not_resumed(tiny_causal_dir, tmp_path, capsys, monkeypatch):
+def _interrupted_run(tiny_causal_dir, tmp_path, monkeypatch):
+    """A run of 200 reviews in chunks of 64, stopped (Ctrl-C) at review 150: (input, output, arguments)."""
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_reviews(200))
     args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
     _interrupt_at(monkeypatch, "review number 150 ")
     assert main(args) == 130
     monkeypatch.undo()
+    return src, out, args
+
+
+def test_a_changed_input_is_not_resumed(tiny_causal_dir, tmp_path, capsys, monkeypatch):
+    src, out, args = _interrupted_run(tiny_causal_dir, tmp_path, monkeypatch)
     src.write_text(_reviews(201))
     assert main(args + ["--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
@@ -153,11 +159,6 @@ def test_a_stop_on_bad_rows_before_any_commit_leaves_no_folder(tiny_causal_dir, 
 
 def test_a_resume_with_another_max_length_is_refused(tiny_causal_dir, tmp_path, capsys, monkeypatch):
     """--max-length changes the scores of long texts: the parts of one run must share it."""
-    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(_reviews(200))
-    args = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out), "--chunk-rows", "64"]
-    _interrupt_at(monkeypatch, "review number 150 ")
-    assert main(args) == 130
-    monkeypatch.undo()
+    _, _, args = _interrupted_run(tiny_causal_dir, tmp_path, monkeypatch)
     assert main(args + ["--resume", "--max-length", "200"]) == 2
     assert "written with max_length = None, this run has 200" in capsys.readouterr().err
