@@ -58,10 +58,21 @@ def table(runs: list[Path], names: list[str]) -> list[str]:
     return lines
 
 
+def _not_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path, help="experiment output folders")
-    p.add_argument("--samples", type=int, default=4, help="held-out openers shown with each run's last output")
+    p.add_argument("--samples", type=_not_negative, default=4,
+                   help="held-out openers shown with each run's last output (0: none)")
     p.add_argument("--metric", action="append", default=[], help="per-sample key of samples.jsonl to average")
     a = p.parse_args(argv)
     names = [r.name for r in a.runs]

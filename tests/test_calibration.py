@@ -128,6 +128,7 @@ def test_platt_orients_no_questions(fake_rm):
     labels = [0, 0, 0, 1, 0, 1, 1, 1]
     cal = platt_calibration(fake_rm, texts, labels)
     assert cal["neg"][0] > 0.1 and cal["pos"][0] > 0.1
+    assert platt_calibration(fake_rm, (t for t in texts), labels) == cal  # a generator is read once, as a list
 
 
 def test_offline_recombination_matches_the_model_path(fake_rm):

@@ -260,6 +260,9 @@ def content_free_calibration(model, texts: Sequence[str] = CONTENT_FREE_TEXTS) -
 def platt_calibration(model, inputs: Sequence[Any], labels: Sequence, reg: float = 1e-3) -> Calibration:
     """{question: (scale, shift)} Platt-fitted on labelled `inputs` (1 = the
     rewarded property holds)."""
+    from .model import as_batch
+
+    inputs = as_batch("inputs", inputs)  # a generator is read once, a string or a record refused
     labels = as_binary_labels(labels)
     if len(labels) != len(inputs):
         raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
