@@ -159,6 +159,25 @@ def test_other_usage_errors(tmp_path):
     assert "monitors must be a list" in _one_line_error(run_script("ppo_flan_sentiments", "--config", str(bad)))
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("learning_rate", "abc", "learning-rate must be a positive number, got 'abc'"),
+    ("learning_rate", 0, "learning-rate must be a positive number"),
+    ("kl_coef", -1, "kl-coef must be 0 or more or null, got -1"),
+    ("time_limit_minutes", -5, "time-limit-minutes must be a positive number or null"),
+    ("save_model", "no", "save_model must be true or false, got 'no'"),
+    ("freeze_layers", -1, "freeze-layers must be a whole number of at least 0"),
+    ("temperature", float("nan"), "temperature must be a positive number"),
+])
+def test_config_values_of_the_wrong_kind_fail_before_anything_loads(key, value, match):
+    sys.path.insert(0, str(ROOT))
+    from experiments.common.config import DEFAULTS, ExperimentError, _check_config
+
+    _check_config(dict(DEFAULTS))  # the defaults pass
+    with pytest.raises(ExperimentError, match=match):
+        _check_config({**DEFAULTS, key: value})
+    _check_config({**DEFAULTS, "kl_coef": 0.0, "time_limit_minutes": None})  # zero KL and no time limit are fine
+
+
 def test_data_files_are_varied_and_disjoint():
     data = ROOT / "experiments" / "data"
     train = (data / "movie_openers.txt").read_text().splitlines()

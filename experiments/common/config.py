@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -199,6 +200,22 @@ def _check_config(cfg: dict[str, Any]) -> None:
         if cfg["batch_size"] % cfg["num_generations"]:
             raise ExperimentError(f"batch_size ({cfg['batch_size']}) must be a multiple of num_generations "
                                   f"({cfg['num_generations']})")
+    for key, low, may_be_none in (("learning_rate", 0.0, False), ("temperature", 0.0, False),
+                                  ("kl_coef", 0.0, True), ("time_limit_minutes", 0.0, True)):
+        value = cfg[key]
+        if value is None and may_be_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < low or (value == low and key != "kl_coef"):
+            need = "0 or more" if key == "kl_coef" else "a positive number"
+            raise ExperimentError(f"{key.replace('_', '-')} must be {need}{' or null' if may_be_none else ''}, "
+                                  f"got {value!r}")
+    for key in ("freeze_layers", "top_k"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise ExperimentError(f"{key.replace('_', '-')} must be a whole number of at least 0, got {cfg[key]!r}")
+    for key in ("save_model", "freeze_embeddings"):
+        if not isinstance(cfg[key], bool):  # "no" would be true
+            raise ExperimentError(f"{key} must be true or false, got {cfg[key]!r}")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):
         raise ExperimentError(f"precision must be auto, bf16 or fp32, got {cfg['precision']!r}")
     monitors = cfg["monitors"]
