@@ -310,11 +310,11 @@ def _check_choice(where: str, key: str, value: str, choices: Iterable[str]) -> N
 
 def _did_you_mean(value: Any, choices: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the choice closest to `value`, else ""."""
-    near = _closest(value, choices)
+    near = closest(value, choices)
     return f" (did you mean {near!r}?)" if near else ""
 
 
-def _closest(value: Any, choices: Iterable[str]) -> str | None:
+def closest(value: Any, choices: Iterable[str]) -> str | None:
     """The choice equal or close to `value`, case aside; None if none is."""
     import difflib
 
@@ -680,7 +680,7 @@ def question_name(question: str, most: int = 48) -> str:
 
 def _load_file(path: Path) -> PromptSet:
     if not path.is_file():
-        near = _closest(path.stem, available_prompt_sets()) if len(path.parts) == 1 else None
+        near = closest(path.stem, available_prompt_sets()) if len(path.parts) == 1 else None
         hint = f" (did you mean {near!r}, the prompt set, named without an extension?)" if near else ""
         raise PromptError(f"{path}: no such prompt file{hint}")
     if path.stat().st_size > MAX_YAML_BYTES:

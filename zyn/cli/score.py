@@ -36,7 +36,6 @@ bad ones listed on standard error (exit 0). The output may not be the input.
 from __future__ import annotations
 
 import argparse
-import difflib
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -192,8 +191,10 @@ def _check_fields(args: argparse.Namespace, reader, start: int) -> None:
 
 
 def _did_you_mean(name: str, record: dict) -> str:
-    near = difflib.get_close_matches(name, [k for k in record if isinstance(k, str)], n=1)
-    return f"did you mean {near[0]!r}? " if near else ""
+    from ..prompts import closest
+
+    near = closest(name, [k for k in record if isinstance(k, str)])
+    return f"did you mean {near!r}? " if near else ""
 
 
 def _names(record: dict) -> str:
