@@ -129,6 +129,36 @@ def test_declared_fields_render_and_missing_field_is_clear():
         ps.render({"prompt": "2+2?", "completion": "4"}, index=3)
 
 
+@pytest.mark.parametrize("missing", [None, float("nan")], ids=["None", "NaN"])
+def test_a_missing_value_is_refused_where_printed_not_judged_as_text(missing):
+    from zyn.errors import MissingFieldError
+
+    ps = load_prompt_set("answer_grader")
+    with pytest.raises(MissingFieldError, match=r"item 2: question 'correct' prints field\(s\) \['reference'\] "
+                                                 r"with no value.*\{% if reference %\}"):
+        ps.render({"prompt": "2+2?", "completion": "4", "reference": missing}, index=2)
+    pairwise = load_prompt_set("pairwise")  # a missing value the template only tests is no value
+    (q,) = pairwise.render({"text": "", "a": "Paris.", "b": "Lyon.", "question": missing})
+    assert q.user.startswith("Response A:\nParis.") and "None" not in q.user and "nan" not in q.user
+    with pytest.raises(MissingFieldError, match=r"prints field\(s\) \['b'\] with no value"):  # not 'question'
+        pairwise.render({"text": "", "a": "Paris.", "b": missing, "question": missing})
+    nested = PromptSet(name="n", questions=(Question(name="q", template="{{ text }} by {{ meta.author }}?"),),
+                       fields=("meta",))
+    with pytest.raises(MissingFieldError, match="prints a value inside a field with no value"):
+        nested.render({"text": "A poem", "meta": {"author": None}})
+    assert nested.render({"text": "A poem", "meta": {"author": 0.0}})[0].user == "A poem by 0.0?"
+
+
+def test_pandas_missing_cells_are_refused_too():
+    pd = pytest.importorskip("pandas")
+    from zyn.errors import MissingFieldError
+
+    ps = load_prompt_set("answer_grader")
+    for cell in (pd.NA, pd.NaT):
+        with pytest.raises(MissingFieldError, match=r"\['reference'\]"):
+            ps.render({"prompt": "2+2?", "completion": "4", "reference": cell})
+
+
 def test_segments_mark_only_the_text_cuttable():
     (q,) = load_prompt_set("sentiment").render("Great film")
     assert q.segments == (("<review>\n", False), ("Great film", True),

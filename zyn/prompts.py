@@ -102,7 +102,21 @@ def _bounded(fn):
     return wrapper
 
 
-_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+class _MissingValue(Exception):
+    """A template printed a missing value (None, NaN): raised by `_printed`."""
+
+
+def _printed(value: Any) -> Any:
+    """What ``{{ ... }}`` prints, refusing a missing value: None, a float NaN and pandas'
+    NA/NaT (a dataset's empty cell) would print as "None" or "nan" and be judged as text.
+    Tests such as ``{% if question %}`` still see them."""
+    if value is None or (isinstance(value, float) and value != value) or type(value).__name__ in ("NAType",
+                                                                                                     "NaTType"):
+        raise _MissingValue(value)
+    return value
+
+
+_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, finalize=_printed)
 _ENV.filters = {name: _bounded(fn) for name, fn in _ENV.filters.items()}
 # Private-use code points and a fresh random tag mark where each variable lands in a
 # rendered template; content holding the tag is re-marked with another one.
@@ -218,6 +232,9 @@ class PromptSet:
                               f"empty), and field(s) {unread[:5]} that no template reads; pass the question as "
                               "'prompt'", UserWarning, stacklevel=3)
         context = make_context(item, index, self.fields)
+        # a dataset's empty cell (NaN, pandas' NA) is no value, as None is: false in a
+        # template's tests, refused where printed (`_printed`)
+        context = {k: None if _is_missing(v) else v for k, v in context.items()}
         if self.delimit:
             context = {k: _neutralised(v) for k, v in context.items()}
         return [_render_query(self, q, context, index) for q in self.questions]
@@ -373,7 +390,7 @@ def _validate_question(ps: PromptSet, q: Question, where: str) -> None:
         raise PromptError(
             f"{where}.template: uses no input variable, so every text would get the same score; "
             "put {{ text }} (or prompt, completion, messages) where the text goes")
-    example = {v: "example" for v in ps.variables}
+    example = {v: _Example("example") for v in ps.variables}
     example["messages"] = [{"role": "user", "content": "example"}]
     try:
         rendered = _ENV.from_string(q.template).render(example)
@@ -547,6 +564,51 @@ def _render(template: jinja2.Template, ctx: dict[str, Any], q: Question, index: 
         raise InputError(f"item {index}: question {q.name!r}: {e.message}") from None
     except jinja2.exceptions.SecurityError as e:
         raise InputError(f"item {index}: question {q.name!r}: {e}") from None
+    except _MissingValue as e:
+        names = _printed_missing(template, ctx)
+        which = f"field(s) {names}" if names else "a value inside a field"
+        example = names[0] if names else "field"
+        raise MissingFieldError(f"item {index}: question {q.name!r} prints {which} with no value (None, NaN or an "
+                                f"empty cell, which would be judged as the text {str(e.args[0])!r}); give it a value, "
+                                f"or print it only where set: {{% if {example} %}}...{{% endif %}}") from None
+
+
+class _Example(str):
+    """A field's stand-in when a template is checked: a word whose attributes and items
+    are words too, so that ``{{ meta.author }}`` or ``{{ doc["title"] }}`` on a declared
+    field renders."""
+
+    def __getattr__(self, name: str) -> "_Example":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Example(self)
+
+    def __getitem__(self, key: Any) -> "_Example":
+        return _Example(self)
+
+
+def _printed_missing(template: jinja2.Template, ctx: dict[str, Any]) -> list[str]:
+    """The top-level fields holding a missing value that `template` prints (not those it
+    only tests): each is put back alone into a context where the others are filled."""
+    missing = [k for k, v in ctx.items() if _is_missing(v)]
+    filled = {**ctx, **dict.fromkeys(missing, "x")}
+    printed = []
+    for name in missing:
+        try:
+            template.render({**filled, name: ctx[name]})
+        except _MissingValue:
+            printed.append(name)
+        except Exception:  # noqa: BLE001 - the value matters elsewhere too: name it
+            printed.append(name)
+    return sorted(printed)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        _printed(value)
+    except _MissingValue:
+        return True
+    return False
 
 
 def _fresh_tag(ctx: dict[str, Any]) -> str:
