@@ -117,6 +117,27 @@ def test_trl_dataset_columns_become_fields(tiny_causal):
         f(prompts=["2+2?"], completions=["4"])
 
 
+def test_array_columns_become_fields_and_a_read_column_must_fit(tiny_causal):
+    np = pytest.importorskip("numpy")
+    grader = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader")
+    f = grader.as_trl_reward()
+    prompts, completions = ["2+2?", "Capital of France?"], ["4", "Paris"]
+    want = f(prompts=prompts, completions=completions, reference=["four", "Paris"])
+    assert f(prompts=prompts, completions=completions, reference=np.array(["four", "Paris"])) == \
+        pytest.approx(want, abs=1e-6)
+    assert f(prompts=prompts, completions=completions, reference=("four", "Paris")) == pytest.approx(want, abs=1e-6)
+    pd = pytest.importorskip("pandas")
+    assert grader(prompts=prompts, outputs=completions, reference=pd.Series(["four", "Paris"])) == \
+        pytest.approx(want, abs=1e-6)
+    with pytest.raises(InputError, match=r"column 'reference': 3 values for 2 samples"):
+        f(prompts=prompts, completions=completions, reference=["four", "Paris", "x"])
+    with pytest.raises(InputError, match=r"column 'reference': a single str for 2 samples"):
+        grader(prompts=prompts, outputs=completions, reference="Paris")
+    # a column no template reads may be anything: a trainer passes batch-level values too
+    assert f(prompts=prompts, completions=completions, reference=["four", "Paris"], step=7,
+             extra=np.zeros((2, 3))) == pytest.approx(want, abs=1e-6)
+
+
 def test_trl_reward_pickles_and_runs_in_a_thread(rm):
     f = pickle.loads(pickle.dumps(rm.as_trl_reward()))
     assert f.__name__ == "zyn_sentiment_robust"

@@ -111,12 +111,15 @@ class ZeroShotRewardModel:
     def __call__(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
         """trlx's ``reward_fn``: one shaped reward per sample (samples = prompt + output)."""
-        return self.score_detailed(_trlx_records(samples, prompts, outputs, kwargs)).rewards
+        return self.score_detailed(self._trlx_records(samples, prompts, outputs, kwargs)).rewards
 
     def metric_fn(self, samples: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
                   outputs: Sequence[str] | None = None, **kwargs: Any) -> dict[str, list[float]]:
         """trlx's ``metric_fn``: P(yes) per question and combined, and the reward."""
-        return self.metrics(self.score_detailed(_trlx_records(samples, prompts, outputs, kwargs)))
+        return self.metrics(self.score_detailed(self._trlx_records(samples, prompts, outputs, kwargs)))
+
+    def _trlx_records(self, samples, prompts, outputs, kwargs: dict) -> list[dict]:
+        return _trlx_records(samples, prompts, outputs, kwargs, self.prompt_set.fields)
 
     def metrics(self, scores: Scores) -> dict[str, list[float]]:
         """Scores as trlx-style metric lists: ``p_yes``, ``reward``, ``p_yes/<question>``."""
@@ -301,7 +304,7 @@ def _check_inputs(inputs: Any) -> list[Any]:
     return items
 
 
-def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:
+def _trlx_records(samples, prompts, outputs, kwargs, fields=()) -> list[dict]:
     if prompts is not None and outputs is not None:
         prompts, outputs = as_batch("prompts", prompts, "strings"), as_batch("outputs", outputs, "strings")
         same_length(prompts=prompts, outputs=outputs)
@@ -315,16 +318,37 @@ def _trlx_records(samples, prompts, outputs, kwargs) -> list[dict]:
         records = [{"text": s} for s in _check_inputs(samples)]
     else:
         raise InputError("reward_fn needs samples=, or prompts= and outputs=")
-    add_columns(records, kwargs)
+    add_columns(records, kwargs, fields)
     return records
 
 
-def add_columns(records: list[dict], kwargs: dict) -> None:
-    """Per-sample columns (lists as long as the batch) become template fields; the
-    trainers' own keywords (`TRAINER_KWARGS`) and the input keys are left out."""
+def add_columns(records: list[dict], kwargs: dict, fields: Iterable[str] = ()) -> None:
+    """Per-sample columns become template fields: lists and tuples as long as the batch,
+    and arrays (numpy, pandas, torch: anything with ``tolist()``). The trainers' own
+    keywords (`TRAINER_KWARGS`) and the input keys are left out, and so is any other
+    value, unless the prompt set's `fields` name it: such a column must hold one value
+    per sample."""
+    fields = set(fields)
     for key, values in kwargs.items():
         if key in TRAINER_KWARGS or key in ("prompt", "completion", "text", "messages"):
             continue
-        if isinstance(values, (list, tuple)) and len(values) == len(records):
-            for record, value in zip(records, values):
+        column = _column(values)
+        if column is not None and len(column) == len(records):
+            for record, value in zip(records, column):
                 record[key] = value
+        elif key in fields:
+            got = (f"{len(column)} values" if column is not None
+                   else f"a single {type(values).__name__}")
+            raise InputError(f"column {key!r}: {got} for {len(records)} samples; the prompt set's templates read "
+                             f"{key!r} per sample: give a list with one value per sample")
+
+
+def _column(values: Any) -> list | None:
+    """`values` as a list if it is a column of per-sample values (a list, a tuple, a 1-d
+    array), else None."""
+    if isinstance(values, (list, tuple)):
+        return list(values)
+    if callable(getattr(values, "tolist", None)) and getattr(values, "ndim", None) == 1:
+        column = values.tolist()
+        return column if isinstance(column, list) else None
+    return None

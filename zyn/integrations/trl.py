@@ -59,7 +59,7 @@ class TRLReward:
                                                                               "completions")
         same_length(prompts=prompts, completions=completions)
         records = [trl_record(p, c) for p, c in zip(prompts, completions)]
-        add_columns(records, columns)
+        add_columns(records, columns, self.rm.prompt_set.fields)
         return reference_from_columns(records)
 
     def score(self, records: list[dict]) -> Scores:
