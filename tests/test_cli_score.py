@@ -51,6 +51,22 @@ def test_skip_bad_writes_good_rows_and_lists_bad(tiny_causal_dir, tmp_path, caps
     assert "skipped line 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("to", ["file", "stdout"])
+def test_skip_bad_with_every_row_bad_fails_and_writes_nothing(tiny_causal_dir, tmp_path, capsys, to):
+    src = tmp_path / "in.jsonl"  # a reference-grading set over rows whose reference is missing: a wrong column
+    src.write_text('{"prompt": "2+2?", "completion": "4", "reference": null}\n'
+                   '{"prompt": "3+3?", "completion": "6", "answer": "6"}\n')
+    out = tmp_path / "out.jsonl"
+    args = ["score", "--model", tiny_causal_dir, "--prompt", "answer_grader", "--input", str(src), "--skip-bad"]
+    assert main(args + ["--output", str(out) if to == "file" else "-"]) == 2
+    captured = capsys.readouterr()
+    assert "every one of the 2 line(s) was bad, nothing was scored" in captured.err
+    assert "skipped line 1" in captured.err and "skipped line 2" in captured.err
+    assert "with no value (None, NaN or an empty cell" in captured.err and "missing field(s) ['reference']" in captured.err
+    assert not out.exists() and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no out.jsonl.parts/ left
+
+
 def test_unknown_prompt_is_one_line_error(tiny_causal_dir, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "ok"}\n')

@@ -31,7 +31,8 @@ model sees its chunk, and a record that still fails while scoring is found by
 scoring its chunk in halves. By default a bad record stops the run and the bad lines
 of its chunk are listed with their numbers (exit 2); nothing of that chunk is
 committed and OUTPUT is untouched. With --skip-bad the good rows are scored and the
-bad ones listed on standard error (exit 0). The output may not be the input.
+bad ones listed on standard error (exit 0; exit 2 where every row was bad, with no output
+written). The output may not be the input.
 """
 from __future__ import annotations
 
@@ -137,10 +138,21 @@ def run(args: argparse.Namespace) -> int:
         raise
     bad = folder.bad_rows()
     scored = folder.committed_rows() - len(bad)
+    if bad and not scored:
+        folder.remove()
+        _report_skipped(err, bad, reader.unit, scored)
+        raise InputError(_all_bad(bad, reader.unit, f"{output} was not written"))
     join_parts(folder, output, fmt, selector)
     folder.remove()
     _report_skipped(err, bad, reader.unit, scored)
     return 0
+
+
+def _all_bad(bad: list[tuple[int, str]], unit: str, outcome: str) -> str:
+    """--skip-bad's message when no row at all could be scored: a wrong --field or prompt set
+    is likelier than a file of bad rows, and an empty output would hide it."""
+    return (f"every one of the {len(bad)} {unit}(s) was bad, nothing was scored and {outcome}; the first: "
+            f"{unit} {bad[0][0]}: {bad[0][1]} (check --field and the fields the prompt set reads)")
 
 
 def _run_key(args, reader, start: int, end: int | None, rm) -> dict:
@@ -268,6 +280,8 @@ def _write_stream(args, selector: Selector, err: Console, reader, rm, names, wri
     writer.write(selector.finish())
     writer.close()
     _report_skipped(err, all_bad, reader.unit, scored)
+    if all_bad and not scored:
+        raise InputError(_all_bad(all_bad, reader.unit, "no row was written"))
     return 0
 
 
