@@ -178,6 +178,32 @@ def test_config_values_of_the_wrong_kind_fail_before_anything_loads(key, value, 
     _check_config({**DEFAULTS, "kl_coef": 0.0, "time_limit_minutes": None})  # zero KL and no time limit are fine
 
 
+@pytest.mark.parametrize("args, match", [
+    (["--prompts", "pairwise"], "prompts: prompt set 'pairwise' reads the field(s) a, b, question"),
+    (["--monitors", "vader,answer_grader"], "monitors: prompt set 'answer_grader' reads the field(s) reference"),
+    (["--policy", "openai+http://127.0.0.1:9/v1"], "policy 'openai+http://127.0.0.1:9/v1' is a remote server"),
+    (["--config", {"judge_dtype": "float8"}], "judge_dtype: unknown dtype 'float8'"),
+    (["--config", {"trl": {"num_iteration": 2}}], "GRPOConfig has no field(s) num_iteration (config key 'trl'); "
+                                                  "did you mean 'num_iterations'?"),
+    (["--trainer", "rloo", "--config", {"trl": {"nonsense": 1}}], "RLOOConfig has no field(s) nonsense"),
+])
+def test_choices_that_would_fail_after_loading_fail_before_any_model_loads(args, match, tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    pytest.importorskip("trl")
+    from experiments.common import Experiment, main
+    from experiments.common import run as run_module
+
+    monkeypatch.setattr(run_module.Run, "load_models", lambda self: pytest.fail("a model was loaded"))
+    if "--config" in args:
+        i = args.index("--config")
+        (tmp_path / "c.json").write_text(json.dumps(args[i + 1]))
+        args = args[:i + 1] + [str(tmp_path / "c.json")] + args[i + 2:]
+    exp = Experiment(name="t", prompts="sentiment", dataset=str(ROOT / "experiments/data/movie_openers.txt"),
+                     eval_dataset=str(ROOT / "experiments/data/movie_openers_eval.txt"))
+    assert main(exp, args + ["--output-dir", str(tmp_path / "run")]) == 2
+    assert match in capsys.readouterr().err
+
+
 def test_data_files_are_varied_and_disjoint():
     data = ROOT / "experiments" / "data"
     train = (data / "movie_openers.txt").read_text().splitlines()

@@ -51,6 +51,23 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _over_prompts(key: str, prompt_set: Any) -> Any:
+    """`prompt_set`, if it reads only what the experiments' data gives: prompts and completions."""
+    if prompt_set.fields:
+        raise ExperimentError(f"{key}: prompt set {prompt_set.name!r} reads the field(s) "
+                              f"{', '.join(prompt_set.fields)}, which these experiments' datasets do not give (a row "
+                              "is a prompt, judged with its completion); pick a set over the text, such as "
+                              "sentiment, sentiment_norepeat or detox")
+    return prompt_set
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
 class Run:
     """One experiment run: loads everything, trains, evaluates, plots."""
 
@@ -74,18 +91,36 @@ class Run:
             raise ExperimentError("--trainer trlx needs trlx, which is not installed (it is archived and not on "
                                   "the package registry: install it from github.com/CarperAI/trlx); "
                                   "or use --trainer grpo / rloo")
-        self.prompt_set = load_prompt_set(cfg["prompts"])
+        self.prompt_set = _over_prompts("prompts", load_prompt_set(cfg["prompts"]))
         self.device = resolve_device(cfg["device"])
         for role in ("policy", "judge"):
-            resolve(cfg[role])  # unknown preset, missing file: raises a one-line ModelError
+            if resolve(cfg[role]).kind == "remote" and role == "policy":  # unknown preset, missing file: ModelError
+                raise ExperimentError(f"policy {cfg['policy']!r} is a remote server; the policy is trained here, "
+                                      "so it must be weights: a preset, a local folder or a hub id (a remote "
+                                      "server may be the judge)")
+        if cfg["judge_dtype"] is not None:
+            from zyn.backends.hf.precision import parse_dtype
+
+            if cfg["judge_dtype"] not in ("auto", "fast"):
+                try:
+                    parse_dtype(cfg["judge_dtype"])
+                except ZynError as e:
+                    raise ExperimentError(f"judge_dtype: {one_line(e)}") from None
+        if cfg["trainer"] != "trlx":
+            _, config_class = trl_classes(cfg["trainer"])
+            unknown = sorted(set(cfg["trl"]) - {f.name for f in dataclasses.fields(config_class)})
+            if unknown:
+                raise ExperimentError(f"{config_class.__name__} has no field(s) {', '.join(unknown)} (config key "
+                                      f"'trl'){_nearest(unknown[0], [f.name for f in dataclasses.fields(config_class)])}")
         self.monitor_sets = {}
         for name in cfg["monitors"]:
             if name != "vader":
                 try:
-                    self.monitor_sets[name] = load_prompt_set(name)
+                    monitor = load_prompt_set(name)
                 except ZynError as e:
                     raise ExperimentError(f"monitors: {name!r} is neither vader nor a prompt set ({one_line(e)})") \
                         from None
+                self.monitor_sets[name] = _over_prompts("monitors", monitor)
         eval_rows = load_prompts(cfg["eval_dataset"], words=cfg["dataset_words"], limit=cfg["eval_size"],
                                  split="test", seed=cfg["seed"] + 1)
         held_out = set(eval_rows)
@@ -194,9 +229,10 @@ class Run:
         if cfg["kl_coef"] is not None:
             kwargs["beta"] = float(cfg["kl_coef"])
         kwargs.update(cfg["trl"])
-        unknown = sorted(set(kwargs) - fields)
+        unknown = sorted(set(kwargs) - fields)  # the config's trl keys were checked in preflight: these are ours
         if unknown:
-            raise ExperimentError(f"{Config.__name__} has no field(s) {', '.join(unknown)} (config key 'trl')")
+            raise ExperimentError(f"this TRL's {Config.__name__} has no field(s) {', '.join(unknown)}, which the "
+                                  "experiments set; install the tested versions: pip install -c constraints.txt ...")
         try:
             args = Config(**kwargs)
         except (ValueError, TypeError) as e:
