@@ -82,13 +82,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                                    "benchmark's texts)")
     p.add_argument("--max-length", type=positive_int, metavar="TOKENS",
                    help="longest input in tokens; a longer one is cut inside its text, never in the question "
-                        "(default: the model's context; a local judge only)")
+                        "(default: the model's context; for a remote judge, the server's where it says it)")
 
 
 def run_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ZeroShotRewardModel that `add_run_options` collected."""
     options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
-    if args.max_length is not None:  # not an option of a remote judge: passed only when asked for
+    if args.max_length is not None:  # passed only when asked for: None would override a backend's own default
         options["max_length"] = args.max_length
     return options
 

@@ -12,7 +12,22 @@ Two modes (the wire protocols are in `protocols`):
 * ``"logprobs"``: the first position's top-k logprobs from /v1/completions (plain
   text; also every query when a local tokenizer applies the chat template) or
   /v1/chat/completions (the server applies the template). Answers outside the
-  top k are bounded or NaN, never zero (see `protocols`).
+  top k are bounded or NaN, never zero (see `protocols`). Several plain prompts go
+  in one request (``completion_batch``) unless the server refuses lists
+  (llama-cpp-python's does): then one per request, for good, with a warning.
+
+Long queries, in top-k mode: the limit is the least of ``max_length`` and the
+server's context less the answer's position (``max_model_len`` of /v1/models, or
+the context a refusal names). A query over it is cut inside its text as the local
+backend cuts it (`zyn.backends.tokens.fit`), counted by the local ``tokenizer`` if
+given (before sending; exact), else by the server's tokenize route (vLLM's,
+llama.cpp's, llama-cpp-python's): before sending where ``max_length`` asks for it,
+else once the server refused the query as too long. The cut text is sent as text,
+as every top-k query is: llama-cpp-python's server takes no token ids, and the text
+is what the counted ids were read from. A query that cannot be cut to fit (no way
+to count it, nothing left to cut, or refused again) gets NaN, flag ``"too_long"``;
+the call's other queries are scored. `RemoteLogOdds.truncated` counts the cut
+queries, so `zyn.scoring` warns with `zyn.TruncationWarning` as for the local backend.
 
 Every value comes with a flag (``protocols.FLAGS``): `RemoteLogOdds.flags` per call,
 ``backend.counts`` a running tally; a call with any flag but ``"ok"`` logs one
@@ -29,12 +44,13 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
 from ...api import LogOdds, Query
+from ...errors import ZynError
 from . import protocols as wire
 from .encoding import Encoded, LocalTokens, ServerTokens
 from .errors import RemoteError, RemoteModelError, RemoteStatusError
@@ -45,6 +61,10 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "logprobs", "vllm")
 # summed label probabilities may exceed 1 by rounding; more than this is not a probability
 _SUM_SLACK = 1e-6
+# tokens a text may have beyond its UTF-8 bytes (every token reads at least one byte, but
+# BOS and a SentencePiece word mark): a text this much under the limit is not counted
+_UNREAD_TOKENS = 4
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,8 @@ class OpenAIBackend:
         timeout: seconds one HTTP request may take in all (a deadline, not a read timeout).
         retries, backoff, max_backoff: see `zyn.backends.remote.http`.
         completion_batch: prompts per /v1/completions or /generative_scoring request.
+        max_length: most tokens of a query; longer ones are cut inside their text
+            (default: the server's context less one, where it says it).
         scoring_path: path of the generative-scoring route, relative to the server root.
         extra_body: extra JSON fields merged into each completion/chat request
             (e.g. ``{"chat_template_kwargs": {"enable_thinking": False}}``).
@@ -88,12 +110,17 @@ class OpenAIBackend:
                  top_k: int = 20, chat_auto: bool = True, tokenizer=None,
                  api_key: str | None = None, concurrency: int = 8, timeout: float = 60.0,
                  retries: int = 4, backoff: float = 0.5, max_backoff: float = 20.0,
-                 completion_batch: int = 1, scoring_path: str = "/generative_scoring",
-                 extra_body: dict | None = None, transport: httpx.AsyncBaseTransport | None = None):
+                 completion_batch: int = 1, max_length: int | None = None,
+                 scoring_path: str = "/generative_scoring", extra_body: dict | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if top_k < 1 or concurrency < 1 or completion_batch < 1:
             raise ValueError("top_k, concurrency and completion_batch must be >= 1")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
+            raise ZynError(f"max_length: expected a positive whole number of tokens, got {max_length!r}")
+        self.max_length = max_length
         self.base_url = base_url.rstrip("/")
         self.root_url = wire.root_of(self.base_url)
         self.mode = "logprobs" if mode == "auto" else mode
@@ -110,7 +137,11 @@ class OpenAIBackend:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="zyn-remote")
         self._lock = threading.Lock()
         self._label_ids: dict[tuple, tuple[list[int], list[int]]] = {}
-        self._server_tokens: ServerTokens | None = None
+        self._server_tokens: dict[wire.TokenizeRoute, ServerTokens] = {}
+        self._route: Any = _UNKNOWN  # the server's tokenize route, probed once when needed
+        self._refused_limit: int | None = None  # the context a length refusal named, less one
+        self._lists: bool | None = None  # whether /v1/completions takes a list of prompts
+        self._probe_lock = threading.Lock()  # one probe of what the server takes at a time
         self.counts: Counter = Counter()
         self.last_flags: list[list[str]] = []
 
@@ -203,23 +234,29 @@ class OpenAIBackend:
             self.counts.update(tally)
         bad = {f: tally[f] for f in wire.FLAGS[1:] if tally[f]}
         if bad:
-            hint = ""
+            why = []
+            if set(bad) - {"too_long"}:
+                why.append(f"bounds used for answers outside the top {self.top_k}, NaN where both were missing or "
+                           "the server sent an invalid number")
+            if "too_long" in bad:
+                why.append("NaN where the server refused a query as longer than its context and it could not be cut "
+                           "to fit" + ("" if self.tokenizer is not None else
+                                       " (pass tokenizer=, the served model's, to cut it here)"))
             if tally["missing"] == len(flags) and self._split([q for g in groups for q in g])[1]:  # all missing
-                hint = ("; every answer was missing: if the server's model has no chat template, its chat route "
-                        "answers in a format of its own; pass tokenizer= (the model's) or add ?chat_auto=false "
-                        "to the URL")
-            log.warning("remote scoring: %d of %d queries not read exactly (%s); bounds used for answers "
-                        "outside the top %d, NaN where both were missing or the server sent an invalid number%s",
-                        sum(bad.values()), len(flags), ", ".join(f"{k}={v}" for k, v in bad.items()), self.top_k,
-                        hint)
+                why.append("every answer was missing: if the server's model has no chat template, its chat route "
+                           "answers in a format of its own; pass tokenizer= (the model's) or add ?chat_auto=false "
+                           "to the URL")
+            log.warning("remote scoring: %d of %d queries not read exactly (%s); %s", sum(bad.values()), len(flags),
+                        ", ".join(f"{k}={v}" for k, v in bad.items()), "; ".join(why))
         return RemoteLogOdds(out, truncated, context, out_flags)
 
     # ----------------------------------------------------------------- requests
-    def _call(self, method: str, url: str, body: dict | None = None, *, route_may_lack: bool = False) -> Any:
+    def _call(self, method: str, url: str, body: dict | None = None, *, route_may_lack: bool = False,
+              fail_fast: Collection[int] = ()) -> Any:
         """One request; a 404 naming the model becomes RemoteModelError, and with
-        `route_may_lack` a missing route becomes _NoRoute."""
+        `route_may_lack` a missing route becomes _NoRoute. `fail_fast`: statuses not retried."""
         try:
-            return self.http.request(method, url, body)
+            return self.http.request(method, url, body, fail_fast=fail_fast)
         except RemoteStatusError as e:
             if e.status == 404 and wire.names_unknown_model(e.body):
                 raise self._unknown_model(e) from None
@@ -251,26 +288,36 @@ class OpenAIBackend:
 
     def _encode(self, flat: list[Query]) -> list[Encoded]:
         if self.tokenizer is not None:
-            limit = self._served_limit()
+            limit = self._limit()
             local = LocalTokens(self.tokenizer)
             return [local.encode(q, limit) for q in flat]
         tokens = self._tokens_from_server()  # each answer says max_model_len
-        return list(self._pool.map(lambda q: tokens.encode(q, None), flat))
+        return list(self._pool.map(lambda q: tokens.encode(q, self.max_length), flat))
+
+    def _limit(self) -> int | None:
+        """Most tokens a query may have: the least of max_length, the served context
+        less one (/v1/models), and the context a length refusal named less one."""
+        known = [n for n in (self.max_length, self._served_limit(), self._refused_limit) if n is not None]
+        return min(known, default=None)
 
     def _served_limit(self) -> int | None:
         """max_model_len - 1 of the model from /v1/models, if it says (vLLM does)."""
-        for m in self.served_models():
+        try:
+            served = self.served_models()
+        except RemoteStatusError:  # no /v1/models: the server does not say
+            served = self._served = []
+        for m in served:
             if m.id == self.model and m.max_model_len is not None:
                 return m.max_model_len - 1
         return None
 
-    def _tokens_from_server(self) -> ServerTokens:
-        if self._server_tokens is None:
+    def _tokens_from_server(self, route: wire.TokenizeRoute = wire.VLLM_TOKENIZE) -> ServerTokens:
+        if route not in self._server_tokens:
             def tokenize(body: dict) -> wire.Tokenized:
-                return wire.parse_tokenize(self._call("POST", f"{self.root_url}/tokenize", body,
+                return wire.parse_tokenize(self._call("POST", f"{self.root_url}{route.path}", body,
                                                       route_may_lack=True))
-            self._server_tokens = ServerTokens(tokenize, self.model, self.chat_auto)
-        return self._server_tokens
+            self._server_tokens.setdefault(route, ServerTokens(tokenize, self.model, self.chat_auto, route))
+        return self._server_tokens[route]
 
     def _generative(self, seqs: list[list[int]], side: list[int], labels: list[int]) -> list[float]:
         """P(side set) / P(all labels) per sequence; NaN where the server's numbers are invalid.
@@ -326,17 +373,19 @@ class OpenAIBackend:
         return ids
 
     # ----------------------------------------------------------------- top-k logprobs
-    def _score_top_k(self, flat: list[Query], yes, no) -> tuple[list[float], list[str]]:
+    def _score_top_k(self, flat: list[Query], yes, no) -> tuple[list[float], list[str], int, int | None]:
         plain, chat = self._split(flat)
-        jobs = [self._pool.submit(self._score_plain, plain[i:i + self.completion_batch], flat, yes, no)
-                for i in range(0, len(plain), self.completion_batch)]
+        batch = self.completion_batch if self._lists is not False else 1  # a server that refuses lists: one each
+        jobs = [self._pool.submit(self._score_plain, [(i, flat[i]) for i in plain[s:s + batch]], yes, no)
+                for s in range(0, len(plain), batch)]
         jobs += [self._pool.submit(self._score_chat, i, flat[i], yes, no) for i in chat]
-        values, flags = [math.nan] * len(flat), ["missing"] * len(flat)
+        values, flags, truncated = [math.nan] * len(flat), ["missing"] * len(flat), 0
         with _cancelled_on_failure(jobs):
             for job in jobs:
-                for i, value, flag in job.result():
+                for i, value, flag, cut in job.result():
                     values[i], flags[i] = value, flag
-        return values, flags
+                    truncated += cut
+        return values, flags, truncated, self._limit() if truncated else None
 
     def _split(self, flat: list[Query]) -> tuple[list[int], list[int]]:
         """Indices of the queries sent as plain text, and those sent as chat."""
@@ -346,26 +395,171 @@ class OpenAIBackend:
             (chat if wants_chat and self.tokenizer is None else plain).append(i)
         return plain, chat
 
-    def _text(self, query: Query) -> str:
+    def _text(self, query: Query, user: str | None = None) -> str:
         if self.tokenizer is None:
-            return wire.plain_prompt(query)
+            return wire.plain_prompt(query, user)
         local = LocalTokens(self.tokenizer)
-        text = local.text(query)
+        text = local.text(query, user)
         # The server tokenises with its special tokens (BOS); a template that writes
         # BOS itself would otherwise give two.
         bos = getattr(self.tokenizer, "bos_token", None)
         chat = local.uses_chat(query.chat)
         return text[len(bos):] if chat and bos and text.startswith(bos) else text
 
-    def _score_plain(self, idx: list[int], flat, yes, no) -> list[tuple[int, float, str]]:
-        body = wire.completion_body(self.model, [self._text(flat[i]) for i in idx], self.top_k, self.extra_body)
-        answer = self._call("POST", f"{self.base_url}/completions", body)
-        return [(i, *wire.logodds_from_top(wire.parse_completion_top(answer, k), yes, no)) for k, i in enumerate(idx)]
+    def _score_plain(self, items: list[tuple[int, Query]], yes, no) -> list[tuple[int, float, str, bool]]:
+        """Plain queries, in one request; after a length refusal of the list, each alone."""
+        fitted = [(i, q, self._fitted(q, chat=False)) for i, q in items]
+        send = [(i, q, f) for i, q, f in fitted if f is not None]
+        out = [(i, math.nan, "too_long", False) for i, _, f in fitted if f is None]
+        if len(send) > 1:
+            try:
+                tops = self._complete([self._text(q, f.user) for _, q, f in send])
+                return out + [(i, *wire.logodds_from_top(top, yes, no), f.cut) for (i, _, f), top in zip(send, tops)]
+            except RemoteStatusError as e:
+                if not self._refused_as_too_long(e):
+                    raise
+        return out + [self._score_one(i, q, False, f, yes, no) for i, q, f in send]
 
-    def _score_chat(self, i: int, query: Query, yes, no) -> list[tuple[int, float, str]]:
-        body = wire.chat_body(self.model, wire.chat_messages(query), self.top_k, self.extra_body)
-        answer = self._call("POST", f"{self.base_url}/chat/completions", body)
-        return [(i, *wire.logodds_from_top(wire.parse_chat_top(answer), yes, no))]
+    def _score_chat(self, i: int, query: Query, yes, no) -> list[tuple[int, float, str, bool]]:
+        return [self._score_one(i, query, True, self._fitted(query, chat=True), yes, no)]
+
+    def _score_one(self, i: int, query: Query, chat: bool, fitted: Encoded | None, yes, no
+                   ) -> tuple[int, float, str, bool]:
+        """One query, sent as `fitted` says; after a length refusal, cut to the limit the
+        server named and sent once more. NaN flagged too_long where it cannot be cut to
+        fit or is refused again."""
+        for attempt in range(2):
+            if fitted is None:
+                break
+            try:
+                top = self._top(query, fitted.user, chat)
+                return (i, *wire.logodds_from_top(top, yes, no), fitted.cut)
+            except RemoteStatusError as e:
+                if not self._refused_as_too_long(e):
+                    raise
+            if attempt == 0:
+                refit = self._fitted(query, chat, refused=True)
+                fitted = refit if refit is not None and refit.user != fitted.user else None  # not the same again
+        return i, math.nan, "too_long", False
+
+    def _top(self, query: Query, user: str, chat: bool) -> list[tuple[str, Any]]:
+        """The first position's top-k of the query with this user message."""
+        if chat:
+            body = wire.chat_body(self.model, wire.chat_messages(query, user), self.top_k, self.extra_body)
+            return wire.parse_chat_top(self._call("POST", f"{self.base_url}/chat/completions", body))
+        return self._complete([self._text(query, user)])[0]
+
+    # ----------------------------------------------------------------- long queries (top-k)
+    def _fitted(self, query: Query, chat: bool, refused: bool = False) -> Encoded | None:
+        """The query's user message to send, cut to `_limit` where it is over it (an
+        `Encoded`; its ids are not sent); None where no cut of it fits.
+
+        Counted before sending where counting is free (a local tokenizer) or asked for
+        (max_length), else only once the server refused the query (`refused`). With a
+        local tokenizer the cut is the local backend's exactly, and the server reads the
+        cut text into the ids counted here (special-token strings in the text aside: see
+        `zyn.backends.tokens`).
+        """
+        uncut = Encoded([], False, None, query.user)
+        if not (refused or self.tokenizer is not None or self.max_length is not None):
+            return uncut
+        limit = self._limit()
+        if limit is None:  # a refusal that named no context, and no max_length
+            return None if refused else uncut
+        counter = self._counter(chat)
+        if counter is None:
+            if refused:
+                return None
+            raise ZynError(f"max_length={self.max_length}: {self._why_uncountable(chat)}")
+        if not chat and len(self._text(query).encode("utf-8")) + _UNREAD_TOKENS <= limit:
+            return uncut  # shorter in bytes than the limit: no need to count
+        encoded = counter.encode(query, limit)
+        return encoded if encoded.user is not None else None
+
+    def _counter(self, chat: bool) -> LocalTokens | ServerTokens | None:
+        """What counts a query's tokens: the local tokenizer, else the server's tokenize
+        route; None where neither can (no route, or one without the chat template for a
+        query the server's chat template formats)."""
+        if self.tokenizer is not None:
+            return LocalTokens(self.tokenizer)
+        route = self._tokenize_route()
+        return None if route is None or (chat and not route.chat) else self._tokens_from_server(route)
+
+    def _why_uncountable(self, chat: bool) -> str:
+        route = self._tokenize_route()
+        if route is None:
+            return (f"{self.root_url} has no tokenize route (vLLM's or llama.cpp's /tokenize, llama-cpp-python's "
+                    "/extras/tokenize) to count a query's tokens with; pass tokenizer= (the served model's)")
+        return (f"{self.root_url}{route.path} ({route.dialect}) cannot apply the chat template, so a query sent "
+                "to /chat/completions cannot be counted; pass tokenizer= (the served model's), or add "
+                "?chat_auto=false to the URL to send chat: auto queries as plain text")
+
+    def _tokenize_route(self) -> wire.TokenizeRoute | None:
+        """The server's tokenize route, probed once (`protocols.PROBED_ROUTES`)."""
+        with self._probe_lock:
+            if self._route is _UNKNOWN:
+                self._route = None
+                for route in wire.PROBED_ROUTES:
+                    body = route.text_body(self.model, wire.PROBE_TEXT, add_special=False)
+                    try:
+                        answer = self.http.request("POST", f"{self.root_url}{route.path}", body)
+                    except RemoteStatusError:  # no such route, or one that reads another body
+                        continue
+                    self._route = wire.tokenize_dialect(route, answer)
+                    break
+            return self._route
+
+    def _refused_as_too_long(self, e: RemoteStatusError) -> bool:
+        """Whether `e` refuses a prompt as longer than the server's context; the
+        context it names (less one) becomes a limit."""
+        refusal = wire.too_long(e.status, e.body if e.body is not None else str(e))
+        if refusal is not None and refusal.limit is not None:
+            with self._lock:
+                self._refused_limit = min(refusal.limit, self._refused_limit or refusal.limit)
+        return refusal is not None
+
+    # ----------------------------------------------------------------- lists of prompts
+    def _complete(self, texts: list[str]) -> list[list[tuple[str, Any]]]:
+        """The first position's top-k of each text, in order: one /v1/completions
+        request for them all where the server takes a list of prompts, else one each."""
+        if len(texts) > 1 and self._lists is None:
+            with self._probe_lock:
+                if self._lists is None:
+                    return self._probe_lists(texts)
+        if len(texts) > 1 and self._lists:
+            return self._completions(texts)
+        return [top for t in texts for top in self._completions([t])]
+
+    def _completions(self, texts: list[str], fail_fast: Collection[int] = ()) -> list[list[tuple[str, Any]]]:
+        body = wire.completion_body(self.model, texts, self.top_k, self.extra_body)
+        answer = self._call("POST", f"{self.base_url}/completions", body, fail_fast=fail_fast)
+        return [wire.parse_completion_top(answer, k) for k in range(len(texts))]
+
+    def _probe_lists(self, texts: list[str]) -> list[list[tuple[str, Any]]]:
+        """The first list of prompts. A server that refuses lists answers `LIST_REFUSAL`
+        (llama-cpp-python's: an assertion), so that status is not retried here: the
+        first prompt goes alone (a failing server fails it too, after its retries, as
+        before), then the list once more; refused again, the server takes one prompt
+        per request, for good."""
+        refusal = {wire.LIST_REFUSAL}
+        try:
+            out = self._completions(texts, refusal)
+        except RemoteStatusError as e:
+            if e.status != wire.LIST_REFUSAL:
+                raise
+            first = self._completions(texts[:1])
+            try:
+                out = self._completions(texts, refusal)
+            except RemoteStatusError as again:
+                if again.status != wire.LIST_REFUSAL:
+                    raise
+                self._lists = False
+                log.warning("%s/completions answered a list of %d prompts with HTTP %d twice and one prompt alone "
+                            "with 200: it takes one prompt per request (llama-cpp-python's server does); sending "
+                            "one per request from now on", self.base_url, len(texts), again.status)
+                return first + [top for t in texts[1:] for top in self._completions([t])]
+        self._lists = True
+        return out
 
 
 def _url_options(cls: type, query: list[tuple[str, str]]) -> dict[str, Any]:
@@ -376,7 +570,8 @@ def _url_options(cls: type, query: list[tuple[str, str]]) -> dict[str, Any]:
     from ...errors import ZynError
 
     known = sorted(n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "base_url"))
-    parse = {**dict.fromkeys(("top_k", "concurrency", "retries", "completion_batch"), (int, "a whole number")),
+    parse = {**dict.fromkeys(("top_k", "concurrency", "retries", "completion_batch", "max_length"),
+                             (int, "a whole number")),
              **dict.fromkeys(("timeout", "backoff", "max_backoff"), (float, "a number"))}
     opts: dict[str, Any] = {}
     for key, value in query:

@@ -6,13 +6,18 @@ tokens, as the local backend does:
 * `LocalTokens`: a local tokenizer of the served model applies the chat template
   and tokenizes here (no requests), by the local backend's rules
   (`zyn.backends.tokens`): special-token strings in the user message are plain text;
-* `ServerTokens`: the server's own ``POST /tokenize``, with ``messages`` for a query
-  that wants the chat template and ``prompt`` for one that does not.
+* `ServerTokens`: the server's own tokenize route (`protocols.TokenizeRoute`): vLLM's
+  ``POST /tokenize``, with ``messages`` for a query that wants the chat template and
+  ``prompt`` for one that does not; llama.cpp's and llama-cpp-python's, plain text only.
+
+Top-k scoring sends text, so it uses `Encoded.user`: the user message the ids are of,
+cut where they were cut.
 
 A query longer than the server takes is cut inside its text as the local backend
 cuts it (`zyn.backends.tokens.fit`): the longest cuttable piece loses tokens from its
-middle, question and answer cue kept. The limit is ``max_model_len - 1``: vLLM keeps
-one position for the answer and cuts a longer prompt at its end, where the question is.
+middle, question and answer cue kept. The limit is ``max_model_len - 1`` (or the
+caller's ``max_length`` if less): vLLM keeps one position for the answer and cuts a
+longer prompt at its end, where the question is.
 """
 from __future__ import annotations
 
@@ -21,17 +26,37 @@ from typing import Callable
 
 from ...api import Query
 from ...errors import ZynError
-from .errors import RemoteStatusError
 from ..tokens import MARK, caller_spans, encode, fit, shorten
-from .protocols import Tokenized, chat_messages, plain_prompt, tokenize_chat_body, tokenize_prompt_body
+from .errors import RemoteStatusError
+from .protocols import VLLM_TOKENIZE, TokenizeRoute, Tokenized, chat_messages, plain_prompt
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """A query's token ids, whether they were cut, and the limit they were cut to."""
+    """A query's token ids, whether they were cut, the limit they were cut to, and the
+    user message they are of (cut where they were); `user` is None where no cut of the
+    message fits (the ids are then the query's last tokens, which no text gives)."""
 
     ids: list[int]
     cut: bool
     limit: int | None
+    user: str | None = None
+
+
+def _fitted(query: Query, tokenize: Callable[[Query, str | None], list[int]],
+            shorten: Callable[[str, int], str], limit: int | None) -> Encoded:
+    """`zyn.backends.tokens.fit`, and the user message of the ids it chose."""
+    tried: list[tuple[str, list[int]]] = []
+
+    def recorded(q: Query, user: str | None) -> list[int]:
+        ids = tokenize(q, user)
+        tried.append((q.user if user is None else user, ids))
+        return ids
+
+    ids, cut = fit(query, recorded, shorten, limit)
+    # fit returns the ids of the first text that fits, else the last `limit` ids of one that does not
+    user = next((u for u, tried_ids in tried if tried_ids == ids), None)
+    return Encoded(ids, cut, limit, user)
 
 
 class LocalTokens:
@@ -66,47 +91,50 @@ class LocalTokens:
         return shorten(self.tokenizer, text, drop)
 
     def encode(self, query: Query, limit: int | None) -> Encoded:
-        ids, cut = fit(query, self.tokenize, self.shorten, limit)
-        return Encoded(ids, cut, limit)
+        return _fitted(query, self.tokenize, self.shorten, limit)
 
 
 class ServerTokens:
-    """Token ids from the server's /tokenize.
+    """Token ids from the server's tokenize route.
 
     Args:
-        tokenize: a /tokenize request body -> the parsed answer.
+        tokenize: a request body for `route` -> the parsed answer.
         model: the served model's name.
         chat_auto: whether ``chat: auto`` queries use the chat template. A server
             that answers 400 naming the chat template has none: ``auto`` queries then
             go as plain text (as the local backend does for a model without one).
+        route: the route `tokenize` posts to; one without the chat template
+            (`TokenizeRoute.chat`) counts plain text only.
     """
 
-    def __init__(self, tokenize: Callable[[dict], Tokenized], model: str, chat_auto: bool = True):
-        self._tokenize, self.model, self.chat_auto = tokenize, model, chat_auto
+    def __init__(self, tokenize: Callable[[dict], Tokenized], model: str, chat_auto: bool = True,
+                 route: TokenizeRoute = VLLM_TOKENIZE):
+        self._tokenize, self.model, self.chat_auto, self.route = tokenize, model, chat_auto, route
         self.has_template: bool | None = None  # unknown until a chat request answers
         self._marker: int | None = None  # tokens of MARK
 
     def encode(self, query: Query, limit: int | None) -> Encoded:
-        """Token ids of `query`; `limit` is used where /tokenize does not say max_model_len."""
+        """Token ids of `query`, cut to the least of `limit` and the max_model_len
+        - 1 that vLLM's /tokenize says."""
         first = self._ask(query, None)
         if first.max_model_len is not None:
-            limit = first.max_model_len - 1
+            served = first.max_model_len - 1
+            limit = served if limit is None else min(limit, served)
 
         def tokenize(q: Query, user: str | None) -> list[int]:
             return first.tokens if user is None else self._ask(q, user).tokens
 
-        ids, cut = fit(query, tokenize, self.shorten, limit)
-        return Encoded(ids, cut, limit)
+        return _fitted(query, tokenize, self.shorten, limit)
 
     def _ask(self, query: Query, user: str | None) -> Tokenized:
         if self._wants_chat(query.chat):
             try:
-                return self._tokenize(tokenize_chat_body(self.model, chat_messages(query, user)))
+                return self._tokenize(self.route.chat_body(self.model, chat_messages(query, user)))
             except RemoteStatusError as e:
                 if not (e.status == 400 and "chat template" in str(e.body).lower() and query.chat == "auto"):
                     raise
                 self.has_template = False
-        return self._tokenize(tokenize_prompt_body(self.model, plain_prompt(query, user), add_special_tokens=True))
+        return self._tokenize(self.route.text_body(self.model, plain_prompt(query, user), add_special=True))
 
     def _wants_chat(self, mode: str) -> bool:
         return mode == "always" or (mode == "auto" and self.chat_auto and self.has_template is not False)
@@ -124,4 +152,4 @@ class ServerTokens:
         return text[: keep // 2] + MARK + text[len(text) - (keep - keep // 2):]
 
     def _count(self, text: str) -> int:
-        return len(self._tokenize(tokenize_prompt_body(self.model, text, add_special_tokens=False)).tokens)
+        return len(self._tokenize(self.route.text_body(self.model, text, add_special=False)).tokens)

@@ -8,7 +8,8 @@ taken `timeout` seconds. Callers stay synchronous and may call from any thread.
 
 Retried ``retries`` times with exponential backoff (plus jitter, honouring
 ``Retry-After`` up to ``max_backoff``): connection errors, deadlines, 408, 409,
-425, 429 and 5xx. Any other answer of 400 or more raises `RemoteStatusError` at once.
+425, 429 and 5xx. Any other answer of 400 or more raises `RemoteStatusError` at once, as
+does a status the caller names in ``fail_fast`` (one that it can act on itself).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import asyncio
 import random
 import threading
 import weakref
-from typing import Any
+from typing import Any, Collection
 
 import httpx
 
@@ -53,15 +54,18 @@ class HttpClient:
         #: how many attempts were retried, over the client's life
         self.retry_count = 0
 
-    def request(self, method: str, url: str, body: dict | None = None) -> Any:
+    def request(self, method: str, url: str, body: dict | None = None, *, fail_fast: Collection[int] = ()) -> Any:
         """One JSON request; the answer's JSON.
+
+        Args:
+            fail_fast: statuses raised as `RemoteStatusError` at once, not retried.
 
         Raises:
             RemoteStatusError: an HTTP error that is not retried.
             RemoteError: every attempt failed, or the answer is not JSON.
         """
         loop = self._running_loop()
-        return asyncio.run_coroutine_threadsafe(self._request(method, url, body), loop).result()
+        return asyncio.run_coroutine_threadsafe(self._request(method, url, body, fail_fast), loop).result()
 
     def close(self) -> None:
         """Close the connections and stop the event loop."""
@@ -83,7 +87,7 @@ class HttpClient:
                 self._finalizer = weakref.finalize(self, _stop, loop, self._client)
             return self._loop
 
-    async def _request(self, method: str, url: str, body: dict | None) -> Any:
+    async def _request(self, method: str, url: str, body: dict | None, fail_fast: Collection[int]) -> Any:
         last = ""
         for attempt in range(self.retries + 1):
             wait = None
@@ -98,7 +102,7 @@ class HttpClient:
                 if resp.status_code < 400:
                     return _json(resp, url)
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if resp.status_code not in _RETRY_STATUS:
+                if resp.status_code not in _RETRY_STATUS or resp.status_code in fail_fast:
                     raise RemoteStatusError(f"{method} {url} failed: {last}", resp.status_code,
                                             _json_or_none(resp), url)
                 wait = _retry_after(resp)

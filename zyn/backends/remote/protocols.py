@@ -3,7 +3,10 @@
 Three ways to read P(yes) from a server:
 
 * ``POST /v1/completions`` with ``max_tokens: 1, logprobs: k``: the first position's
-  ``choices[i].logprobs.top_logprobs[0]``, a ``{token string: logprob}`` map.
+  ``choices[i].logprobs.top_logprobs[0]``, a ``{token string: logprob}`` map. ``prompt``
+  may be a list of strings (OpenAI, vLLM, llama.cpp's server: choice ``index`` i answers
+  prompt i); llama-cpp-python's server answers a list of more than one with HTTP 500
+  (`LIST_REFUSAL`: an assertion in its handler) and takes one prompt per request.
 * ``POST /v1/chat/completions`` with ``logprobs: true, top_logprobs: k``:
   ``choices[0].logprobs.content[0].top_logprobs``, a list of ``{token, logprob}``.
 * vLLM's ``POST /generative_scoring`` (server root, not under /v1):
@@ -12,6 +15,9 @@ Three ways to read P(yes) from a server:
   labels. vLLM's ``POST /tokenize`` takes ``{model, prompt, add_special_tokens}`` or
   ``{model, messages, add_generation_prompt}`` and answers ``{count, max_model_len,
   tokens}``; ``GET /v1/models`` lists ``data: [{id, max_model_len}]``.
+
+Other servers tokenize elsewhere (`TokenizeRoute`), and every one refuses a prompt
+longer than its context with a 400 that says so (`too_long`).
 
 Numbers from a server are checked, never trusted: a logprob that is not a number,
 NaN, +inf or above 0, and a probability that is not a number in [0, 1], make that
@@ -25,11 +31,16 @@ Top-k answers can miss an answer word; the flags say how the value was read:
   so the value is an upper bound (yes missing) or a lower bound (no missing). The
   bound is per token: several unseen variants of a word could together exceed it;
 * ``"missing"``: both sides missing, NaN;
-* ``"invalid"``: the server sent a number that is not a logprob or probability, NaN.
+* ``"invalid"``: the server sent a number that is not a logprob or probability, NaN;
+* ``"too_long"``: the server refused the query as longer than its context, and it
+  could not be cut to fit inside its text (nothing left to cut, or no way to count
+  its tokens: no local tokenizer, no usable /tokenize), NaN. The call's other
+  queries are scored.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -38,7 +49,7 @@ from ...api import Query
 from ...scoring import logsumexp
 from .errors import RemoteError
 
-FLAGS = ("ok", "yes_bound", "no_bound", "missing", "invalid")
+FLAGS = ("ok", "yes_bound", "no_bound", "missing", "invalid", "too_long")
 _MARKS = "▁Ġ"  # SentencePiece and byte-level BPE word-start marks
 # float32 log-softmax can round the top logprob a hair above 0; more than this is not a logprob
 _LOGPROB_SLACK = 1e-5
@@ -87,6 +98,10 @@ def checked_probability(value: Any) -> float:
 
 
 # --------------------------------------------------------------------------- top-k logprobs
+
+#: how llama-cpp-python's server answers a list of prompts (and how a failing server answers)
+LIST_REFUSAL = 500
+
 
 def completion_body(model: str, prompts: list[str], top_k: int, extra: dict) -> dict:
     """A /v1/completions request reading the first position's top `top_k` logprobs."""
@@ -178,7 +193,7 @@ def logodds_from_top(top: Iterable[tuple[str, Any]], yes: Sequence[str], no: Seq
     return logsumexp(y) - floor, "no_bound"
 
 
-# --------------------------------------------------------------------------- vLLM
+# --------------------------------------------------------------------------- tokenize
 
 @dataclass(frozen=True)
 class Tokenized:
@@ -206,6 +221,62 @@ def parse_tokenize(body: Any) -> Tokenized:
         raise RemoteError(f"/tokenize answer has no list of integer `tokens`: {str(body)[:200]}")
     return Tokenized(tokens, _positive_int(body.get("max_model_len")))
 
+
+@dataclass(frozen=True)
+class TokenizeRoute:
+    """A server's tokenize route (`path` under the server root) and the body it reads.
+
+    * ``"vllm"``: ``POST /tokenize``, plain text or chat messages (above).
+    * ``"llama.cpp"`` (llama-server): ``POST /tokenize {content, add_special}`` answers
+      ``{tokens}``; no chat template. A body without ``content`` gets no tokens.
+    * ``"llama-cpp-python"``: ``POST /extras/tokenize {model, input}`` answers
+      ``{tokens}`` with BOS added, as its completions add it; no chat template.
+    """
+
+    dialect: str
+    path: str
+
+    @property
+    def chat(self) -> bool:
+        """Whether the route applies the served model's chat template."""
+        return self.dialect == "vllm"
+
+    def text_body(self, model: str, text: str, add_special: bool) -> dict:
+        if self.dialect == "llama.cpp":
+            return {"content": text, "add_special": add_special}
+        if self.dialect == "llama-cpp-python":
+            return {"model": model, "input": text}
+        return tokenize_prompt_body(model, text, add_special)
+
+    def chat_body(self, model: str, messages: list[dict]) -> dict:
+        if not self.chat:
+            raise ValueError(f"{self.dialect}'s {self.path} does not apply a chat template")
+        return tokenize_chat_body(model, messages)
+
+
+VLLM_TOKENIZE = TokenizeRoute("vllm", "/tokenize")
+LLAMA_CPP_TOKENIZE = TokenizeRoute("llama.cpp", "/tokenize")
+LLAMA_CPP_PYTHON_TOKENIZE = TokenizeRoute("llama-cpp-python", "/extras/tokenize")
+#: the routes tried, in order, with `PROBE_TEXT` as a text body (llama.cpp's is found through vLLM's)
+PROBED_ROUTES = (VLLM_TOKENIZE, LLAMA_CPP_PYTHON_TOKENIZE)
+PROBE_TEXT = "Yes"
+
+
+def tokenize_dialect(route: TokenizeRoute, answer: Any) -> TokenizeRoute:
+    """The route that answered a probe of `route`: llama.cpp's /tokenize reads no
+    ``prompt`` and answers vLLM's body with no tokens (and no ``count``).
+
+    >>> tokenize_dialect(VLLM_TOKENIZE, {"tokens": []}).dialect
+    'llama.cpp'
+    >>> tokenize_dialect(VLLM_TOKENIZE, {"count": 1, "max_model_len": 8, "tokens": [9]}).dialect
+    'vllm'
+    """
+    if route == VLLM_TOKENIZE and isinstance(answer, dict) and answer.get("tokens") == [] and "count" not in answer:
+        return LLAMA_CPP_TOKENIZE
+    return route
+
+
+# --------------------------------------------------------------------------- vLLM scoring, served models
 
 def generative_body(model: str, items: list[list[int]], labels: list[int]) -> dict:
     """A vLLM /generative_scoring request: each item's token ids are a whole prompt
@@ -259,6 +330,54 @@ def names_unknown_model(body: Any) -> bool:
     err = body.get("error") if isinstance(body.get("error"), dict) else body
     message = str(err.get("message", "")).lower()
     return err.get("type") == "NotFoundError" and (err.get("param") == "model" or "model" in message)
+
+
+# --------------------------------------------------------------------------- refusals
+
+@dataclass(frozen=True)
+class TooLong:
+    """A server's refusal of a prompt longer than its context.
+
+    Attributes:
+        limit: the most prompt tokens it takes with the one answer token (its
+            context less one), if it said its context; else None.
+    """
+
+    limit: int | None
+
+
+# Each names the context N; the prompt may have at most N - 1 tokens with max_tokens 1:
+_CONTEXT_SIZE = (
+    # OpenAI, vLLM's OpenAI server, llama-cpp-python's server (prompt + max_tokens <= N)
+    re.compile(r"maximum context length is (\d+)", re.IGNORECASE),
+    # llama.cpp's server: "request (n tokens) exceeds the available context size (N tokens)" (n < N)
+    re.compile(r"available context size \((\d+) tokens?\)", re.IGNORECASE),
+    # vLLM's engine: "The decoder prompt (length n) is longer than the maximum model length of N"
+    re.compile(r"maximum model length of (\d+)", re.IGNORECASE),
+)
+_CONTEXT_CODES = ("context_length_exceeded", "exceed_context_size_error")
+
+
+def too_long(status: int, body: Any) -> TooLong | None:
+    """The refusal an error answer is, if it refuses a prompt as longer than the
+    server's context (HTTP 400, 413 or 422 saying so); None for any other error.
+
+    >>> too_long(400, {"error": {"message": "This model's maximum context length is 256 tokens, however "
+    ...     "you requested 446 tokens (445 in your prompt; 1 for the completion).", "code": "context_length_exceeded"}})
+    TooLong(limit=255)
+    >>> too_long(400, {"error": {"message": "request (300 tokens) exceeds the available context size (256 tokens), "
+    ...     "try increasing it", "type": "exceed_context_size_error", "n_ctx": 256}})
+    TooLong(limit=255)
+    >>> too_long(400, {"error": {"message": "temperature must be non-negative"}}) is None
+    True
+    """
+    if status not in (400, 413, 422):
+        return None
+    text = str(body)
+    for pattern in _CONTEXT_SIZE:
+        if m := pattern.search(text):
+            return TooLong(max(int(m.group(1)) - 1, 1))
+    return TooLong(None) if any(code in text for code in _CONTEXT_CODES) else None
 
 
 def root_of(base_url: str) -> str:
