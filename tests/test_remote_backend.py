@@ -28,6 +28,7 @@ from zyn import ZeroShotRewardModel  # noqa: E402
 from zyn.answers import resolve_answer_ids  # noqa: E402
 from zyn.calibration import raw_logodds  # noqa: E402
 from zyn.api import Query  # noqa: E402
+from zyn.prompts import PromptSet, Question  # noqa: E402
 from zyn.backends.remote import OpenAIBackend, RemoteError, RemoteModelError  # noqa: E402
 from zyn.backends.remote.protocols import (checked_probability, logodds_from_top, names_unknown_model,  # noqa: E402
                                            normalise_token, parse_generative, plain_prompt)
@@ -378,6 +379,34 @@ def test_chat_prompt_set_scores_exactly_through_vllm(vllm, tiny_causal, local_to
     assert all(tok.decode(p).endswith(CUE) for p in app.state.prompts)
     ids = resolve_answer_ids(tok, ["Yes"], ["No"])
     assert rm.backend.label_ids(["Yes"], ["No"]) == (list(ids.yes), list(ids.no))
+
+
+def test_scores_carry_each_questions_flags_and_zyn_score_writes_the_inexact_ones(fake, tmp_path):
+    import json
+
+    from zyn.cli import main
+
+    _, url = fake
+    two = PromptSet(name="two", chat_template="never", questions=(
+        Question(name="good", template="{{ text }}\nIs it good?"),
+        Question(name="NONO", template="{{ text }}\nNONO: is it bad?", reward_answer="no")))
+    rm = ZeroShotRewardModel(f"openai+{url}/v1?top_k=8", prompt=two)
+    scores = rm.score_detailed(["fine", "NOYES here", "NOBOTH here"])
+    assert scores.flags == {"good": ["ok", "yes_bound", "missing"], "NONO": ["no_bound", "missing", "missing"]}
+    assert [scores.inexact(i) for i in range(3)] == [["no_bound"], ["yes_bound", "missing"], ["missing"]]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"text": "fine"}\n{"text": "NOYES here"}\n')
+    yaml = tmp_path / "two.yaml"
+    two.to_yaml(yaml)
+    assert main(["score", "--model", f"openai+{url}/v1?top_k=8", "--prompt", str(yaml), "--input", str(src),
+                 "--output", str(out)]) == 0
+    assert [json.loads(line).get("flags") for line in out.read_text().splitlines()] == ["no_bound",
+                                                                                       "yes_bound,missing"]
+
+
+def test_an_in_process_judge_has_no_flags(tiny_causal):
+    scores = ZeroShotRewardModel(*tiny_causal, prompt="sentiment").score_detailed(["fine"])
+    assert scores.flags == {} and scores.inexact(0) == []
 
 
 def test_chat_auto_goes_as_plain_text_when_the_served_model_has_no_template(tiny_causal):

@@ -99,6 +99,9 @@ class Scores:
             (empty for a set without penalties).
         truncated: how many of the call's queries were longer than the model's context
             and were cut inside their text (each such call also warns, `TruncationWarning`).
+        flags: how a remote judge read each question's value, by question name (one of
+            ``zyn.backends.remote.FLAGS``: "ok", or a bound, or why it is NaN); empty for an
+            in-process judge, whose values are all read exactly.
     """
 
     p_yes: list[float]
@@ -107,3 +110,13 @@ class Scores:
     logodds: dict[str, list[float]] = field(default_factory=dict)
     penalty: list[float] = field(default_factory=list)
     truncated: int = 0
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+    def inexact(self, i: int) -> list[str]:
+        """Input `i`'s flags other than "ok" (its questions', each once, in order); empty
+        where every value was read exactly.
+
+        >>> Scores([0.5], [0.0], flags={"a": ["yes_bound"], "b": ["ok"]}).inexact(0)
+        ['yes_bound']
+        """
+        return list(dict.fromkeys(f[i] for f in self.flags.values() if f[i] != "ok"))

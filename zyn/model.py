@@ -95,7 +95,11 @@ class ZeroShotRewardModel:
                   f"{out.truncated} of {queries} queries ({len(inputs)} inputs x {len(ps.questions)} questions) were")
             warnings.warn(f"zyn: {of} longer than the model's context ({out.context} tokens) and were cut inside their "
                           "text", TruncationWarning, stacklevel=_outside_zyn())
-        return dataclasses.replace(self._assemble(out.values, ps.penalty(inputs)), truncated=out.truncated)
+        flags = getattr(out, "flags", None)  # a remote judge's, one per query
+        by_question = ({q.name: [row[j] for row in flags] for j, q in enumerate(ps.questions)}
+                       if flags and len(flags) == len(groups) else {})
+        return dataclasses.replace(self._assemble(out.values, ps.penalty(inputs)), truncated=out.truncated,
+                                   flags=by_question)
 
     def _assemble(self, raw: list[list[float]], penalty: list[float] | None = None) -> Scores:
         ps = self.prompt_set

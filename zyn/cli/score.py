@@ -1,5 +1,6 @@
 """`zyn score`: add P(yes) and reward columns to every record of a JSONL, CSV or Parquet
-file or a `datasets` dataset, at any size.
+file or a `datasets` dataset, at any size (and, from a remote judge, a `flags` field on
+the rows whose values were not all read exactly: a bound, or why one is NaN).
 
 Streaming: the input is read and scored CHUNK rows at a time (--chunk-rows), so memory
 does not grow with the number of rows; the output is JSONL, CSV or Parquet, by its
@@ -383,4 +384,7 @@ def _annotate(record: dict, i: int, scores, names: list[str]) -> dict:
     if len(names) > 1:
         for name in names:
             out[f"p_yes/{name}"] = scores.per_question[name][i]
+    inexact = scores.inexact(i)
+    if inexact:  # a remote judge read a value as a bound, or not at all (protocols.FLAGS)
+        out["flags"] = ",".join(inexact)
     return out
