@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 import types
 
+import math
+
 import pytest
 import torch
 
@@ -54,7 +56,9 @@ def test_orm_registered_and_called_by_swift(zyn_env):
 
 def test_a_solution_column_is_the_graders_reference(zyn_env):
     """swift's accuracy ORM reads a 'solution' column: it reaches answer_grader as the
-    reference (a 'reference' column wins); a None one is refused with swift's advice."""
+    reference (a 'reference' column wins). A row whose solution is None is not judged
+    (None, which swift reads as NaN: a multi-task dataset's row of another task); a
+    dataset without the column is refused with swift's advice."""
     from zyn.errors import MissingFieldError
 
     reward_func = zyn_swift.register("zyn_solution_grader", prompt="answer_grader")(args=None)
@@ -64,8 +68,13 @@ def test_a_solution_column_is_the_graders_reference(zyn_env):
     judge = shared.shared_reward_model(prompt="answer_grader")
     direct = judge.score([{"prompt": p, "completion": c, "reference": ref} for p, c, ref in ROWS])
     assert rewards[:, 0].tolist() == pytest.approx(direct, abs=1e-5)
+    mixed = [GRPOSample(messages=s.messages, extra={"solution": None if i == 1 else s.extra["solution"]})
+             for i, s in enumerate(samples)]
+    rewards = compute_rewards_per_func(mixed, [reward_func], [None], device=torch.device("cpu"), trainer_state=None)
+    got = rewards[:, 0].tolist()
+    assert math.isnan(got[1]) and [got[0], got[2]] == pytest.approx([direct[0], direct[2]], abs=1e-5)
     with pytest.raises(MissingFieldError, match=r"\['reference'\].*ms-swift hands the judge the dataset's columns"):
-        reward_func([c for _, c, _ in ROWS], solution=["good", None, "good"])
+        reward_func([c for _, c, _ in ROWS])
     del orms["zyn_solution_grader"]
 
 

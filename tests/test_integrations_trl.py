@@ -148,8 +148,10 @@ def test_unreadable_turn_contents_are_named(rm, content, error):
 
 def test_the_reference_answer_reaches_the_grader(tiny_causal):
     """A 'reference' column, else 'solution' (the column TRL's accuracy_reward reads), is
-    answer_grader's reference; a None one is none, refused with TRL's advice rather than
-    rendered as the text "None"."""
+    answer_grader's reference. A row whose column holds None is not judged (None: TRL's
+    "does not apply", as accuracy_reward gives for a row without a usable solution),
+    never graded against the text "None"; a dataset without the column is refused with
+    TRL's advice."""
     from zyn.errors import MissingFieldError
 
     grader = ZeroShotRewardModel(*tiny_causal, prompt="answer_grader").as_trl_reward()
@@ -161,9 +163,14 @@ def test_the_reference_answer_reaches_the_grader(tiny_causal):
         pytest.approx(direct, abs=1e-6)  # a reference column wins
     assert asyncio.run(grader.rm.as_trl_reward(async_=True)(prompts=prompts, completions=completions,
                                                              solution=["4", "7"])) == pytest.approx(direct, abs=1e-6)
-    for columns in ({"reference": ["4", None]}, {"solution": ["4", None]}, {}):
-        with pytest.raises(MissingFieldError, match=r"\['reference'\].*TRL hands the judge the dataset's columns"):
-            grader(prompts=prompts, completions=completions, **columns)
+    for columns in ({"reference": ["4", None]}, {"solution": ["4", None]}, {"solution": ["4", float("nan")]}):
+        got = grader(prompts=prompts, completions=completions, **columns)
+        assert got[1] is None and got[0] == pytest.approx(direct[0], abs=1e-6)
+    logged: dict = {}
+    assert grader(prompts=prompts, completions=completions, solution=[None, None],
+                  log_metric=logged.__setitem__) == [None, None] and logged == {}
+    with pytest.raises(MissingFieldError, match=r"\['reference'\].*TRL hands the judge the dataset's columns"):
+        grader(prompts=prompts, completions=completions)
 
 
 def test_trl_hook_doc_examples():

@@ -234,7 +234,7 @@ class PromptSet:
         context = make_context(item, index, self.fields)
         # a dataset's empty cell (NaN, pandas' NA) is no value, as None is: false in a
         # template's tests, refused where printed (`_printed`)
-        context = {k: None if _is_missing(v) else v for k, v in context.items()}
+        context = {k: None if is_missing(v) else v for k, v in context.items()}
         if self.delimit:
             context = {k: _neutralised(v) for k, v in context.items()}
         return [_render_query(self, q, context, index) for q in self.questions]
@@ -590,7 +590,7 @@ class _Example(str):
 def _printed_missing(template: jinja2.Template, ctx: dict[str, Any]) -> list[str]:
     """The top-level fields holding a missing value that `template` prints (not those it
     only tests): each is put back alone into a context where the others are filled."""
-    missing = [k for k, v in ctx.items() if _is_missing(v)]
+    missing = [k for k, v in ctx.items() if is_missing(v)]
     filled = {**ctx, **dict.fromkeys(missing, "x")}
     printed = []
     for name in missing:
@@ -603,7 +603,12 @@ def _printed_missing(template: jinja2.Template, ctx: dict[str, Any]) -> list[str
     return sorted(printed)
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """Whether `value` is no value: None, a float NaN, pandas' NA or NaT.
+
+    >>> is_missing(None), is_missing(float("nan")), is_missing(""), is_missing(0)
+    (True, True, False, False)
+    """
     try:
         _printed(value)
     except _MissingValue:

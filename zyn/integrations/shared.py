@@ -18,7 +18,8 @@ the ``reference`` field (prompts/answer_grader.yaml): verl's ``ground_truth``, O
 label, and for TRL, trlx and ms-swift a ``reference`` column, else a ``solution`` one (the
 column TRL's and ms-swift's accuracy rewards read). A reference that is None is no
 reference: the field stays absent, so a prompt set that needs it raises
-`MissingFieldError` instead of grading against "" or "None".
+`MissingFieldError` instead of grading against "" or "None" (TRL and ms-swift, which take
+None for "does not apply", get None for that row instead: `judged_rows`).
 """
 from __future__ import annotations
 
@@ -125,24 +126,55 @@ def set_reference(record: dict, value: Any) -> dict:
     >>> set_reference({"completion": "42"}, 42), set_reference({"completion": "42"}, None)
     ({'completion': '42', 'reference': '42'}, {'completion': '42'})
     """
-    if value is not None:
+    from ..prompts import is_missing
+
+    if not is_missing(value):
         record[REFERENCE] = value if isinstance(value, str) else str(value)
     return record
 
 
 def reference_from_columns(records: list[dict]) -> list[dict]:
     """Records whose dataset columns gave the reference answer as ``solution`` get it as
-    ``reference`` too (a ``reference`` column wins); a None reference is removed, so that a
-    prompt set reading it raises `MissingFieldError` rather than render "None".
+    ``reference`` too (a ``reference`` column wins); a None (or NaN) reference is removed,
+    so that a prompt set reading it raises `MissingFieldError` rather than render "None".
 
     >>> reference_from_columns([{"solution": "4"}, {"reference": None, "solution": None}, {"reference": "5"}])
     [{'solution': '4', 'reference': '4'}, {'solution': None}, {'reference': '5'}]
     """
+    from ..prompts import is_missing
+
     for record in records:
-        if record.get(REFERENCE) is None:
+        if is_missing(record.get(REFERENCE)):
             record.pop(REFERENCE, None)
             set_reference(record, record.get(SOLUTION))
     return records
+
+
+def judged_rows(records: list[dict], fields: Any, columns: Any) -> list[int]:
+    """The indices of the records the judge scores, for trainers that take None as "this
+    reward does not apply here" (TRL, ms-swift: a multi-task dataset's rows of another task).
+
+    A record that lacks a field the prompt set reads (`fields`), or holds no value in it,
+    is left out where the trainer passed that column (a ``solution`` column gives
+    ``reference``): its reward is None, as TRL's and ms-swift's own accuracy rewards give
+    for a row without a usable solution. Where the column was not passed at all, the
+    dataset and the prompt set differ: such a record is kept, so that scoring raises
+    `MissingFieldError` naming the field.
+
+    >>> judged_rows([{"reference": "4"}, {}, {"reference": None}], ["reference"], ["solution"])
+    [0]
+    >>> judged_rows([{"reference": "4"}, {}], ["reference"], [])
+    [0, 1]
+    """
+    from ..prompts import is_missing
+
+    given = set(columns) | ({REFERENCE} if SOLUTION in columns else set())
+    kept = []
+    for i, record in enumerate(records):
+        lacking = [f for f in fields if is_missing(record.get(f))]
+        if not lacking or not all(f in given for f in lacking):
+            kept.append(i)
+    return kept
 
 
 def with_advice(error: MissingFieldError, advice: str) -> MissingFieldError:

@@ -9,8 +9,10 @@ under the class name. A ``--reward_model`` is wrapped by ``rm_plugins[NAME](mode
 template=)`` and called as ``plugin(inputs=rows, **rows)``.
 
 Dataset columns become template fields by name; the reference answer is the
-``reference`` column, else ``solution`` (the column swift's accuracy ORM reads), and a
-None one is no reference (`zyn.integrations.shared.reference_from_columns`).
+``reference`` column, else ``solution`` (the column swift's accuracy ORM reads). A row whose
+column holds no value for a field the prompt set reads gets None, swift's "does not apply"
+(multi-task datasets); a column the dataset lacks raises `MissingFieldError`
+(`zyn.integrations.shared.judged_rows`).
 
 Register in a plugin file (``--external_plugins zyn_plugin.py``)::
 
@@ -28,7 +30,7 @@ from typing import Any, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns
-from .shared import reference_from_columns, shared_reward_model, with_advice
+from .shared import judged_rows, reference_from_columns, shared_reward_model, with_advice
 
 ADVICE = ("ms-swift hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as swift's accuracy ORM names it), or use a prompt set without the field")
@@ -52,7 +54,7 @@ class ZynORM:
 
     def __call__(self, completions: Sequence[str], **rows: Any) -> list[float | None]:
         rm = self.rm or shared_reward_model(self.model, self.prompt, self.reward)
-        return [None if math.isnan(r) else r for r in swift_score(rm, swift_records(completions, rows)).rewards]
+        return swift_rewards(rm, swift_records(completions, rows), rows)
 
 
 class ZynRMPlugin:
@@ -76,8 +78,17 @@ class ZynRMPlugin:
     def __call__(self, inputs: Sequence[dict], **kwargs: Any) -> list[float | None]:
         completions = [row["messages"][-1]["content"] for row in inputs]
         rows = {k: [row.get(k) for row in inputs] for k in inputs[0]} if inputs else {}
-        scores = swift_score(self.rm, swift_records(completions, rows))
-        return [None if math.isnan(r) else r for r in scores.rewards]
+        return swift_rewards(self.rm, swift_records(completions, rows), rows)
+
+
+def swift_rewards(rm: ZeroShotRewardModel, records: list[dict], rows: dict) -> list[float | None]:
+    """One reward per record: None where the judge could not score it, or where the
+    record's column holds no value for a field the prompt set reads (`judged_rows`)."""
+    kept = judged_rows(records, rm.prompt_set.fields, rows)
+    rewards: list[float | None] = [None] * len(records)
+    for i, r in zip(kept, swift_score(rm, [records[i] for i in kept]).rewards):
+        rewards[i] = None if math.isnan(r) else r
+    return rewards
 
 
 def swift_score(rm: ZeroShotRewardModel, records: list[dict]) -> Scores:

@@ -8,8 +8,12 @@ and names the logged metric after ``__name__``. A reward whose ``__call__`` is
 (``trl.trainer.utils.is_async_callable``, ``GRPOTrainer._calculate_rewards``).
 
 Dataset columns become template fields by name; the reference answer is the
-``reference`` column, else ``solution`` (the column TRL's ``accuracy_reward`` reads), and
-a None one is no reference (`zyn.integrations.shared.reference_from_columns`).
+``reference`` column, else ``solution`` (the column TRL's ``accuracy_reward`` reads). A row
+whose column holds no value for a field the prompt set reads (None, NaN) is not judged:
+its reward is None, which TRL reads as "this reward does not apply" (a multi-task
+dataset's rows of another task, as ``accuracy_reward`` does for a row without a usable
+solution); a column the dataset lacks altogether raises `MissingFieldError`
+(`zyn.integrations.shared.judged_rows`).
 
 Neither class is an ``nn.Module`` (TRL would treat it as a sequence classifier), and
 both pickle (a model loaded by name is reloaded by name).
@@ -27,7 +31,7 @@ from typing import Any, Callable, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch, same_length
-from .shared import reference_from_columns, with_advice
+from .shared import judged_rows, reference_from_columns, with_advice
 
 ADVICE = ("TRL hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as TRL's accuracy_reward names it), or use a prompt set without the field")
@@ -51,7 +55,9 @@ class TRLReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                  **kwargs: Any) -> list[float | None]:
-        return self.finish(self.score(self.records(prompts, completions, kwargs)), kwargs)
+        records = self.records(prompts, completions, kwargs)
+        kept = judged_rows(records, self.rm.prompt_set.fields, kwargs)
+        return self.finish(self.score([records[i] for i in kept]), kept, len(records), kwargs)
 
     def records(self, prompts: Sequence[Any], completions: Sequence[Any], columns: dict) -> list[dict]:
         """One zyn record per completion, with the dataset columns as template fields."""
@@ -69,13 +75,17 @@ class TRLReward:
         except MissingFieldError as e:  # every batch would fail alike: the dataset and the prompt set differ
             raise with_advice(e, ADVICE) from None
 
-    def finish(self, scores: Scores, kwargs: dict) -> list[float | None]:
-        """Log per-question means through TRL's ``log_metric``; NaN becomes None."""
+    def finish(self, scores: Scores, kept: list[int], n: int, kwargs: dict) -> list[float | None]:
+        """The rewards of all `n` completions, those of rows `kept` from `scores` (NaN
+        becomes None) and None for the others; per-question means go to TRL's ``log_metric``."""
         log_metric: Callable | None = kwargs.get("log_metric")
-        if log_metric is not None and len(self.rm.prompt_set.questions) > 1:
+        if log_metric is not None and kept and len(self.rm.prompt_set.questions) > 1:
             for name, values in scores.per_question.items():
                 log_metric(f"{self.__name__}/p_yes_{name}", nanmean(values))
-        return [None if math.isnan(r) else r for r in scores.rewards]
+        rewards: list[float | None] = [None] * n
+        for i, r in zip(kept, scores.rewards):
+            rewards[i] = None if math.isnan(r) else r
+        return rewards
 
 
 class AsyncTRLReward(TRLReward):
@@ -86,8 +96,9 @@ class AsyncTRLReward(TRLReward):
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                        **kwargs: Any) -> list[float | None]:
         records = self.records(prompts, completions, kwargs)
-        scores = await asyncio.to_thread(self.score, records)
-        return self.finish(scores, kwargs)
+        kept = judged_rows(records, self.rm.prompt_set.fields, kwargs)
+        scores = await asyncio.to_thread(self.score, [records[i] for i in kept])
+        return self.finish(scores, kept, len(records), kwargs)
 
 
 def trl_record(prompt: Any, completion: Any) -> dict:
