@@ -363,6 +363,30 @@ def test_an_engine_refusing_one_item_fails_that_item_only(rms):
             assert httpx.get(zyn_url + "/health").json()["status"] == "ok"
 
 
+def test_a_remote_judges_flags_reach_the_rewards_response():
+    from test_remote_backend import make_fake_server
+
+    with serve_in_thread(make_fake_server()) as engine_url:
+        judge = ZeroShotRewardModel(f"openai+{engine_url}/v1?retries=0&top_k=8&chat_auto=false",
+                                    prompt="Is this text positive?")
+        with serve_in_thread(create_app({"q": judge}, max_wait_ms=5)) as zyn_url:
+            texts = ["fine", "NONO here", "NOBOTH here"]
+            r = httpx.post(zyn_url + "/v1/rewards", json={"texts": texts})
+        direct = judge.score_detailed(texts)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["flags"] == direct.flags and set(direct.flags) == set(body["per_question"])
+    (flags,) = direct.flags.values()
+    assert flags[1:] == ["no_bound", "missing"]
+    assert body["p_yes"][2] is None and body["p_yes"][1] == pytest.approx(direct.p_yes[1])
+
+
+def test_an_in_process_judge_answers_no_flags(served):
+    url, _ = served
+    r = httpx.post(url + "/v1/rewards", json={"texts": ["A fine film."]})
+    assert r.status_code == 200 and r.json()["flags"] == {}
+
+
 def test_get_reward_fails_only_the_unscorable_samples_of_a_batch(served, rms):
     url, _ = served
     body = json.dumps({"query": ["\udc00 bad", "A fine film.", "x" * 200_000]})  # a lone surrogate, escaped

@@ -38,7 +38,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from fastapi import FastAPI, HTTPException, Request
@@ -84,6 +84,9 @@ class RewardResponse(BaseModel):
     rewards: list[float | None] = Field(description="shaped rewards (null where unscorable)")
     p_yes: list[float | None] = Field(description="combined P(rewarded answer) in [0, 1]")
     per_question: dict[str, list[float | None]] = Field(description="P(yes) of each question")
+    flags: dict[str, list[str]] = Field(
+        default_factory=dict, description="a remote judge's reading of each question's value: ok, yes_bound, "
+                                          "no_bound, missing, invalid or too_long (empty for an in-process judge)")
     prompt_set: str
     model: str
 
@@ -127,6 +130,7 @@ class Scored:
     reward: float
     p_yes: float
     per_question: dict[str, float]
+    flags: dict[str, str] = field(default_factory=dict)  # a remote judge's, per question
 
 
 class RewardService:
@@ -152,8 +156,8 @@ class RewardService:
     def _score_blocking(self, key: str, items: list[Any]) -> list[Scored]:
         scores = self.models[key].score_detailed(items)
         names = list(scores.per_question)
-        return [Scored(scores.rewards[i], scores.p_yes[i], {n: scores.per_question[n][i] for n in names})
-                for i in range(len(items))]
+        return [Scored(scores.rewards[i], scores.p_yes[i], {n: scores.per_question[n][i] for n in names},
+                       {n: f[i] for n, f in scores.flags.items()}) for i in range(len(items))]
 
     def resolve(self, name: str | None) -> str:
         name = name or self.settings.default
@@ -501,6 +505,8 @@ async def post_rewards(body: RewardRequest, request: Request) -> dict:
     names = [q.name for q in service.models[key].prompt_set.questions]
     return {"rewards": [_finite(s.reward) for s in scored], "p_yes": [_finite(s.p_yes) for s in scored],
             "per_question": {n: [_finite(s.per_question[n]) for s in scored] for n in names},
+            "flags": ({n: [s.flags[n] for s in scored] for n in names}
+                      if scored and all(s.flags for s in scored) else {}),
             "prompt_set": key, "model": service.model_label(key)}
 
 
