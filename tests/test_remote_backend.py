@@ -518,6 +518,8 @@ def test_an_unreadable_answer_is_a_remote_error():
     ("top_k=abc", r"\?top_k='abc': expected a whole number"),
     ("timeout=soon", r"\?timeout='soon': expected a number"),
     ("chat_auto=maybe", r"\?chat_auto='maybe': expected true or false"),
+    ("transport=x", r"\?transport= cannot be given in a URL; pass transport= in Python"),
+    ("tokenizer=no-such-preset-or-folder", r"\?tokenizer='no-such-preset-or-folder': could not load the tokenizer"),
 ])
 def test_url_options_are_checked_like_keywords(query, match):
     from zyn import ZeroShotRewardModel, ZynError
@@ -529,6 +531,26 @@ def test_url_options_are_checked_like_keywords(query, match):
 def test_url_options_still_set_the_backend():
     be = OpenAIBackend.from_url("openai+http://127.0.0.1:9/v1?top_k=7&timeout=1.5&chat_auto=false&model=m")
     assert (be.top_k, be.chat_auto) == (7, False)
+
+
+def test_a_tokenizer_named_in_the_url_is_loaded_and_a_keyword_wins(tiny_causal_dir, tiny_causal, monkeypatch):
+    """The CLI and the trainer hooks give a remote judge as a URL only: ?tokenizer=NAME is
+    how they give it the served model's tokenizer (to cut long texts and apply the chat
+    template here)."""
+    from zyn.models import hub
+
+    monkeypatch.setattr(hub, "unreachable", lambda: "the hub is not reachable in tests")
+    rm = ZeroShotRewardModel(f"openai+http://127.0.0.1:9/v1?tokenizer={tiny_causal_dir}&max_length=64",
+                             prompt="sentiment")
+    tok = rm.backend.tokenizer
+    assert tok is not None and tok("A fine film.")["input_ids"] == tiny_causal[1]("A fine film.")["input_ids"]
+    assert rm.backend.max_length == 64
+    mine = tiny_causal[1]
+    rm = ZeroShotRewardModel(f"openai+http://127.0.0.1:9/v1?tokenizer={tiny_causal_dir}", mine, prompt="sentiment")
+    assert rm.backend.tokenizer is mine
+    pool = ZeroShotRewardModel(f"openai+http://127.0.0.1:9/v1?tokenizer={tiny_causal_dir},"
+                               f"openai+http://127.0.0.1:8/v1?tokenizer={tiny_causal_dir}", prompt="sentiment")
+    assert all(b.tokenizer is not None for b in pool.backend.backends)
 
 
 def test_a_chat_answer_that_generated_no_token_is_missing_not_a_failed_call():
@@ -546,7 +568,7 @@ def test_every_chat_answer_missing_points_at_the_chat_template(fake, caplog):
     be = OpenAIBackend(url + "/v1", model="fake-model", top_k=len(VOCAB))
     out = be.logodds([[q("EOSFIRST a", chat="always"), q("EOSFIRST b", chat="always")]], ["Yes"], ["No"])
     assert all(math.isnan(v) for v in out.values[0]) and out.flags == [["missing", "missing"]]
-    assert any("pass tokenizer= (the model's) or add ?chat_auto=false" in r.getMessage() for r in caplog.records)
+    assert any("give its tokenizer (tokenizer= or ?tokenizer=NAME) or add ?chat_auto=false" in r.getMessage() for r in caplog.records)
     caplog.clear()
     be.logodds([[q("EOSFIRST a", chat="always"), q("fine", chat="always")]], ["Yes"], ["No"])
     assert not any("chat_auto=false" in r.getMessage() for r in caplog.records)  # one answer read: no such hint

@@ -189,11 +189,13 @@ def build_backend(model: Any, tokenizer: Any = None, *, batch_size=None, device=
                       extra={"cooldown"} if "," in model else ())
         if batch_size is not None:
             options.setdefault("completion_batch", batch_size)
+        if tokenizer is not None:  # else the URL's ?tokenizer= (a keyword wins over the URL)
+            options["tokenizer"] = tokenizer
         if "," in model:  # several servers: load-balanced, a dead one skipped
             from .backends.remote.pool import PoolBackend
 
-            return PoolBackend.from_url(model, tokenizer=tokenizer, **options)
-        return OpenAIBackend.from_url(model, tokenizer=tokenizer, **options)
+            return PoolBackend.from_url(model, **options)
+        return OpenAIBackend.from_url(model, **options)
     check_options(options, HFBackend.__init__, "a transformers judge", exclude={"model", "tokenizer", "batch_size"})
     if isinstance(model, str):
         from .backends.hf.precision import resolve_device, resolve_dtype

@@ -30,12 +30,12 @@ offline presets and their integrity), `cache` (the converted-checkpoint cache), 
 """
 from ..errors import ModelDependencyError, ModelError, ModelIntegrityError, ModelNotFoundError
 from .cache import CACHE_FORMAT, Progress, cache_root, check_cache
-from .loading import load_pretrained, prepare
+from .loading import load_pretrained, load_tokenizer, prepare
 from .presets import DEFAULT_JUDGE, DEFAULT_POLICY, PRESETS, Part, Preset, PresetStatus, assemble, preset_status
 from .sources import ModelSource, resolve
 
 __all__ = [
     "CACHE_FORMAT", "DEFAULT_JUDGE", "DEFAULT_POLICY", "PRESETS", "ModelError", "ModelNotFoundError",
     "ModelIntegrityError", "ModelDependencyError", "ModelSource", "Preset", "Part", "PresetStatus", "Progress",
-    "cache_root", "resolve", "load_pretrained", "prepare", "assemble", "preset_status", "check_cache",
+    "cache_root", "resolve", "load_pretrained", "load_tokenizer", "prepare", "assemble", "preset_status", "check_cache",
 ]

@@ -161,11 +161,7 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
             device = resolve_device(device)
         except ZynError as e:
             raise ModelError(str(e)) from None
-    src = resolve(name)
-    if src.kind == "remote":
-        raise ModelError(f"{src.name!r} is a remote server; it is scored through the OpenAI backend, "
-                         "not loaded here")
-    folder = str(prepare(src.location)) if src.kind in ("preset", "gguf") else src.location
+    src, folder = _source_folder(name)
     wanted = _torch_dtype(dtype)
     if src.kind in ("preset", "gguf") and wanted in _reduced():
         try:
@@ -196,6 +192,36 @@ def load_pretrained(name: str | os.PathLike, *, device: Any = None, dtype: Any =
         # none (their files are not pinned), so they are checked in every process.
         model.zyn_checkpoint = checkpoint_id(Path(folder))
     return model, tokenizer
+
+
+def load_tokenizer(name: str | os.PathLike) -> Any:
+    """The tokenizer of any model name `load_pretrained` takes, without its weights (a
+    preset or .gguf file is prepared into the cache first, once): for a remote judge
+    served from the same model, so that zyn applies its chat template and counts tokens here.
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError, ModelDependencyError, ModelError.
+    """
+    from transformers import AutoTokenizer
+
+    src, folder = _source_folder(name)
+    offline = hub.unreachable() if src.kind == "hub" else None
+    only = {"local_files_only": True} if offline is not None else {}
+    try:
+        return AutoTokenizer.from_pretrained(folder, **_added_tokens(Path(folder)), **only)
+    except (OSError, ValueError) as e:
+        why = (f"it is not in the local hub cache and {offline}" if offline
+               else str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise ModelNotFoundError(f"could not load the tokenizer of {src.name!r}: {why}") from e
+
+
+def _source_folder(name: str | os.PathLike) -> tuple[Any, str]:
+    """What `name` points at, and the folder (or hub id) transformers loads it from."""
+    src = resolve(name)
+    if src.kind == "remote":
+        raise ModelError(f"{src.name!r} is a remote server; it is scored through the OpenAI backend, "
+                         "not loaded here")
+    return src, str(prepare(src.location)) if src.kind in ("preset", "gguf") else src.location
 
 
 def _precision_copy(folder: Path, dtype: Any) -> Path:

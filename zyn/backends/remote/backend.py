@@ -90,7 +90,8 @@ class OpenAIBackend:
             default --max-logprobs is 20).
         chat_auto: whether ``chat: auto`` queries use the server's chat template when
             no local tokenizer says whether the model has one (default True).
-        tokenizer: a local tokenizer of the served model: applies the chat template
+        tokenizer: a local tokenizer of the served model (in a URL, ``?tokenizer=NAME``: a
+            preset, folder or hub id whose tokenizer is loaded): applies the chat template
             here (then /v1/completions gets every query as plain text) and gives
             token ids for generative scoring.
         api_key: bearer token; default ``$ZYN_REMOTE_API_KEY`` or ``$OPENAI_API_KEY``.
@@ -241,11 +242,12 @@ class OpenAIBackend:
             if "too_long" in bad:
                 why.append("NaN where the server refused a query as longer than its context and it could not be cut "
                            "to fit" + ("" if self.tokenizer is not None else
-                                       " (pass tokenizer=, the served model's, to cut it here)"))
+                                       " (give the served model's tokenizer, tokenizer= or ?tokenizer=NAME in "
+                                       "the URL, to cut it here)"))
             if tally["missing"] == len(flags) and self._split([q for g in groups for q in g])[1]:  # all missing
                 why.append("every answer was missing: if the server's model has no chat template, its chat route "
-                           "answers in a format of its own; pass tokenizer= (the model's) or add ?chat_auto=false "
-                           "to the URL")
+                           "answers in a format of its own; give its tokenizer (tokenizer= or ?tokenizer=NAME) or "
+                           "add ?chat_auto=false to the URL")
             log.warning("remote scoring: %d of %d queries not read exactly (%s); %s", sum(bad.values()), len(flags),
                         ", ".join(f"{k}={v}" for k, v in bad.items()), "; ".join(why))
         return RemoteLogOdds(out, truncated, context, out_flags)
@@ -355,7 +357,8 @@ class OpenAIBackend:
                 y, n = y - n, n - y
                 if not y or not n:
                     raise RemoteError(f"no single-token ids for answers {list(yes)} / {list(no)} via /tokenize; "
-                                      "pass tokenizer= or choose single-token answer words")
+                                      "give the model's tokenizer (tokenizer= or ?tokenizer=NAME in the URL) or "
+                                      "choose single-token answer words")
                 self._label_ids[key] = (sorted(y), sorted(n))
         return self._label_ids[key]
 
@@ -489,10 +492,12 @@ class OpenAIBackend:
         route = self._tokenize_route()
         if route is None:
             return (f"{self.root_url} has no tokenize route (vLLM's or llama.cpp's /tokenize, llama-cpp-python's "
-                    "/extras/tokenize) to count a query's tokens with; pass tokenizer= (the served model's)")
+                    "/extras/tokenize) to count a query's tokens with; give the served model's tokenizer: "
+                    "tokenizer= in Python, ?tokenizer=NAME (a preset, folder or hub id) in the URL")
         return (f"{self.root_url}{route.path} ({route.dialect}) cannot apply the chat template, so a query sent "
-                "to /chat/completions cannot be counted; pass tokenizer= (the served model's), or add "
-                "?chat_auto=false to the URL to send chat: auto queries as plain text")
+                "to /chat/completions cannot be counted; give the served model's tokenizer (tokenizer= in Python, "
+                "?tokenizer=NAME in the URL), or add ?chat_auto=false to the URL to send chat: auto queries as "
+                "plain text")
 
     def _tokenize_route(self) -> wire.TokenizeRoute | None:
         """The server's tokenize route, probed once (`protocols.PROBED_ROUTES`)."""
@@ -585,6 +590,15 @@ def _url_options(cls: type, query: list[tuple[str, str]]) -> dict[str, Any]:
                 value = kind(value)
             except ValueError:
                 raise ZynError(f"remote model URL: ?{key}={value!r}: expected {need}") from None
+        elif key == "tokenizer":  # a model name (preset, folder, hub id): its tokenizer, loaded here
+            from ...models import ModelError, load_tokenizer
+
+            try:
+                value = load_tokenizer(value)
+            except ModelError as e:
+                raise ZynError(f"remote model URL: ?tokenizer={value!r}: {e}") from None
+        elif key in ("transport", "extra_body"):
+            raise ZynError(f"remote model URL: ?{key}= cannot be given in a URL; pass {key}= in Python")
         elif key == "chat_auto":
             if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
                 raise ZynError(f"remote model URL: ?chat_auto={value!r}: expected true or false")
