@@ -127,6 +127,11 @@ def test_declared_fields_render_and_missing_field_is_clear():
     assert "Reference answer: four" in q.user and "Candidate answer: 4" in q.user
     with pytest.raises(InputError, match=r"item 3: missing field\(s\) \['reference'\]"):
         ps.render({"prompt": "2+2?", "completion": "4"}, index=3)
+    from zyn.errors import MissingFieldError
+
+    with pytest.raises(MissingFieldError, match=r"item 2: missing field\(s\) \['reference'\].*a plain text gives "
+                                                 r"only 'text': pass records, e.g. \{\"text\": ..., \"reference\": ...\}"):
+        ps.render("4", index=2)  # was: "'reference' is undefined", an InputError that no hook's advice caught
 
 
 @pytest.mark.parametrize("missing", [None, float("nan")], ids=["None", "NaN"])

@@ -166,6 +166,9 @@ def test_v1_rewards_null_reference_is_a_missing_one(grader, rms):
         r = httpx.post(url + "/v1/rewards", json={"items": [dict(item, reference="4"), bad]})
         assert r.status_code == 422 and r.json()["missing"] == ["reference"] and r.json()["item"] == 1
         assert "give it in every item" in r.json()["error"]
+    r = httpx.post(url + "/v1/rewards", json={"texts": ["4"]})  # plain texts give no reference either
+    assert r.status_code == 422 and r.json()["missing"] == ["reference"] and r.json()["item"] == 0
+    assert "a plain text gives only 'text'" in r.json()["error"]
     # a prompt set that reads no reference does not mind a null one
     r = httpx.post(url + "/v1/rewards", json={"items": [dict(item, reference=None)], "prompt": "sentiment"})
     assert r.status_code == 200

@@ -413,6 +413,11 @@ def make_context(item: Any, index: int = 0, fields: Iterable[str] = ()) -> dict[
     """
     if isinstance(item, str):
         check_value(item, f"item {index}: text")
+        fields = list(fields)
+        if fields:
+            raise MissingFieldError(f"item {index}: missing field(s) {fields} that the prompt set's templates use; a "
+                                    "plain text gives only 'text': pass records, e.g. {\"text\": ..., "
+                                    + ", ".join(f'"{f}": ...' for f in fields) + "}")
         return {"text": item, "prompt": "", "completion": item, "messages": _as_messages("", item)}
     if not isinstance(item, Mapping):
         raise InputError(f"item {index}: expected a string or a record (dict), got {type(item).__name__}")
