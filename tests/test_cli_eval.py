@@ -82,6 +82,20 @@ def test_eval_compares_prompt_sets_and_writes_outputs(tmp_path, data, capsys):
     assert all(q.calibration != (1.0, 0.0) and q.calibration[0] > 0 for q in cal.questions)
 
 
+def test_a_calibrated_copy_has_a_name_of_its_own_and_compares_with_its_original(tmp_path, data, capsys):
+    rc, _, err = run(capsys, "--input", data, "--calibrate", "platt", "--save-calibrated", tmp_path / "cal.yaml",
+                     "--output-dir", tmp_path / "o1")
+    assert rc == 0, err
+    assert load_prompt_set(str(tmp_path / "cal.yaml")).name == "sentiment_calibrated"
+    rc, out, err = run(capsys, "--prompt", "sentiment", "--prompt", tmp_path / "cal.yaml", "--input", data,
+                       "--output-dir", tmp_path / "o2")  # the next step: the fit against the original
+    assert rc == 0, err
+    res = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert [r["prompt_set"] for r in res["runs"]] == ["sentiment", "sentiment_calibrated"]
+    rc, _, err = run(capsys, "--prompt", "sentiment", "--prompt", "sentiment", "--input", data)
+    assert rc == 2 and "2 prompt sets are named 'sentiment'" in err and "give each file its own `name:`" in err
+
+
 def test_eval_csv_with_positive_value_and_content_free(tmp_path, capsys):
     path = tmp_path / "data.csv"
     with path.open("w", newline="") as f:

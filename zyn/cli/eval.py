@@ -20,6 +20,7 @@ Writes results.json, reliability.png and histograms.png to --output-dir.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -255,6 +256,16 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def check_distinct_names(prompt_sets: list) -> None:
+    """Refuse two prompt sets of one name: the results are reported by name."""
+    names = [ps.name for ps in prompt_sets]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        files = [ps.source for ps in prompt_sets if ps.name in twice]
+        raise InputError(f"--prompt: {len(files)} prompt sets are named {twice[0]!r} ({', '.join(files)}); results "
+                         "are reported by name: give each file its own `name:`")
+
+
 def calibrated_paths(pattern: str, prompt_sets: list, input_path: str) -> dict[str, Path]:
     """Where --save-calibrated writes each prompt set's calibrated copy, checked before
     any scoring (a folder that exists, not the input file, not a folder)."""
@@ -280,7 +291,10 @@ def save_calibrated(results: dict, prompt_sets: list, paths: dict[str, Path]) ->
         if run["variant"] == "as given" or not run["calibration"]:
             continue
         path = paths[run["prompt_set"]]
-        calibrated_prompt_set(by_name[run["prompt_set"]], run["calibration"]).to_yaml(path)
+        calibrated = calibrated_prompt_set(by_name[run["prompt_set"]], run["calibration"])
+        if not calibrated.name.endswith("_calibrated"):  # a name of its own: compared with its original by name
+            calibrated = dataclasses.replace(calibrated, name=f"{calibrated.name}_calibrated")
+        calibrated.to_yaml(path)
         written.append(path)
     return written
 
@@ -294,9 +308,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bins < 1:
         raise InputError("--bins must be at least 1")
     prompt_sets = [load_prompt_set(p) for p in (args.prompts or ["sentiment"])]
-    names = [ps.name for ps in prompt_sets]
-    if len(set(names)) != len(names):
-        raise InputError(f"--prompt: prompt-set names must differ, got {names}")
+    check_distinct_names(prompt_sets)
     with output_folder(args.output_dir) as out_dir:  # first: --save-calibrated may point into it
         calibrated = calibrated_paths(args.save_calibrated, prompt_sets, args.input) if args.save_calibrated else {}
         records, labels = load_labelled(args.input, args.field, args.label_field, args.positive, args.limit)

@@ -215,10 +215,10 @@ def run(args: argparse.Namespace) -> int:
     from ..model import ZeroShotRewardModel
     from ..probe import PERTURBATIONS
     from ..prompts import load_prompt_set
+    from .eval import check_distinct_names
 
     prompt_sets = [load_prompt_set(p) for p in (args.prompts or ["sentiment"])]
-    if len({ps.name for ps in prompt_sets}) != len(prompt_sets):
-        raise InputError(f"--prompt: prompt-set names must differ, got {[ps.name for ps in prompt_sets]}")
+    check_distinct_names(prompt_sets)
     names = list(dict.fromkeys(args.perturb or PERTURBATIONS))
     records, labels, field = load_texts(args.input, args.field, None if args.no_labels else args.label_field,
                                         args.positive, args.limit)
