@@ -17,7 +17,7 @@ from experiments.common import DATA, Experiment, main  # noqa: E402
 EXPERIMENT = Experiment(
     name="ppo_d5_movies", prompts="d5_funny_scifi",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
-    description=__doc__.splitlines()[0],
+    description=" ".join(__doc__.split("\n\n")[0].split()),  # the first paragraph
 )
 
 if __name__ == "__main__":

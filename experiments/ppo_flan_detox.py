@@ -21,7 +21,7 @@ from experiments.common import DATA, Experiment, main  # noqa: E402
 EXPERIMENT = Experiment(
     name="ppo_flan_detox", prompts="detox",
     dataset=str(DATA / "detox_openers.txt"), eval_dataset=str(DATA / "detox_openers_eval.txt"),
-    description=__doc__.splitlines()[0],
+    description=" ".join(__doc__.split("\n\n")[0].split()),  # the first paragraph
 )
 
 if __name__ == "__main__":

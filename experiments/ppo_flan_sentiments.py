@@ -18,7 +18,7 @@ from experiments.common import DATA, Experiment, main  # noqa: E402
 EXPERIMENT = Experiment(
     name="ppo_flan_sentiments", prompts="sentiment",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
-    description=__doc__.splitlines()[0],
+    description=" ".join(__doc__.split("\n\n")[0].split()),  # the first paragraph
     # independent evaluators, logged and plotted, never optimised: the lexicon, and the robust ensemble's P (repetition shows there)
     defaults={"monitors": ["vader", "sentiment_robust"]},
 )

@@ -28,7 +28,7 @@ from experiments.common import DATA, Experiment, main  # noqa: E402
 EXPERIMENT = Experiment(
     name="ppo_flan_sentiments_robust", prompts="sentiment_norepeat",
     dataset=str(DATA / "movie_openers.txt"), eval_dataset=str(DATA / "movie_openers_eval.txt"),
-    description=__doc__.splitlines()[0],
+    description=" ".join(__doc__.split("\n\n")[0].split()),  # the first paragraph
     # evaluators logged and plotted, never optimised: the lexicon, P(positive) from the plain sentiment
     # question (the same question without the penalty, as the plain run reports it), and the ensemble
     defaults={"monitors": ["vader", "sentiment", "sentiment_robust"]},

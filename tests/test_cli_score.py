@@ -296,7 +296,7 @@ def test_max_length_cuts_long_texts_with_a_warning(tiny_causal_dir, tmp_path, ca
     base = ["score", "--model", tiny_causal_dir, "--input", str(src), "--output", str(out)]
     assert main(base) == 0  # within the tiny model's 256 positions: nothing cut
     whole = [json.loads(line)["p_yes"] for line in out.read_text().splitlines()]
-    with pytest.warns(TruncationWarning, match=r"1 of 2 inputs were longer than the model's context \(110 tokens\)"):
+    with pytest.warns(TruncationWarning, match=r"1 of 2 inputs were longer than the judge's limit of 110 tokens"):
         assert main(base + ["--max-length", "110"]) == 0  # the bare prompt takes about 100
     cut = [json.loads(line)["p_yes"] for line in out.read_text().splitlines()]
     assert cut[0] != pytest.approx(whole[0], abs=1e-6) and cut[1] == pytest.approx(whole[1], abs=1e-5)

@@ -182,7 +182,7 @@ def test_a_text_over_the_context_is_cut_inside_and_the_others_scored(dialect):
 def test_the_truncation_warning_reaches_the_caller():
     fake = FakeServer("vllm", n_ctx=64)
     rm = ZeroShotRewardModel(backend(fake), prompt="Is this text positive?")
-    with pytest.warns(TruncationWarning, match=r"1 of 2 inputs were longer than the model's context \(63 tokens\)"):
+    with pytest.warns(TruncationWarning, match=r"1 of 2 inputs were longer than the judge's limit of 63 tokens \(max_length, else the model's context\)"):
         scores = rm.score_detailed(["Fine.", LONG])
     assert scores.truncated == 1 and not any(math.isnan(p) for p in scores.p_yes)
 

@@ -93,8 +93,9 @@ class ZeroShotRewardModel:
             queries = sum(len(g) for g in groups)
             of = (f"{out.truncated} of {len(inputs)} inputs were" if queries == len(inputs) else
                   f"{out.truncated} of {queries} queries ({len(inputs)} inputs x {len(ps.questions)} questions) were")
-            warnings.warn(f"zyn: {of} longer than the model's context ({out.context} tokens) and were cut inside their "
-                          "text", TruncationWarning, stacklevel=_outside_zyn())
+            limit = f"the judge's limit of {out.context} tokens" if out.context else "the judge's limit"
+            warnings.warn(f"zyn: {of} longer than {limit} (max_length, else the model's context) and were cut "
+                          "inside their text", TruncationWarning, stacklevel=_outside_zyn())
         flags = getattr(out, "flags", None)  # a remote judge's, one per query
         by_question = ({q.name: [row[j] for row in flags] for j, q in enumerate(ps.questions)}
                        if flags and len(flags) == len(groups) else {})

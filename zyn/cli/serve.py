@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p, "prompt-set name, YAML path or question; repeat to serve several on one model "
                          "(default: sentiment)", several=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=port_number, default=8000)
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--api-key", default=os.environ.get("ZYN_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $ZYN_API_KEY; prefer the variable, "
                    "a key on the command line shows in ps)")
@@ -38,22 +38,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clients from this network need no key (OpenRLHF sends none); repeatable. Without a "
                    "key, clients from elsewhere are refused")
     d = server.DEFAULTS
-    p.add_argument("--max-batch", type=positive_int, default=d["batch_size"], help="most items per model call")
+    p.add_argument("--max-batch", type=positive_int, default=d["batch_size"],
+                   help="most items per model call (default: %(default)s)")
     p.add_argument("--max-wait-ms", type=non_negative_float, default=d["max_wait_ms"],
-                   help="how long a request waits for others to share its batch")
-    p.add_argument("--max-items", type=positive_int, default=d["max_items"], help="most items per request")
-    p.add_argument("--max-chars", type=positive_int, default=d["max_chars"], help="most characters per item")
+                   help="how long a request waits for others to share its batch (default: %(default)s)")
+    p.add_argument("--max-items", type=positive_int, default=d["max_items"],
+                   help="most items per request (default: %(default)s)")
+    p.add_argument("--max-chars", type=positive_int, default=d["max_chars"],
+                   help="most characters per item (default: %(default)s)")
     p.add_argument("--max-body-mb", type=positive_float, default=d["max_body_bytes"] / 2**20,
-                   help="largest request body")
+                   help="largest request body, MB (default: %(default)s)")
     p.add_argument("--max-request-chars", type=positive_int, default=d["max_request_chars"],
-                   help="most characters per request")
-    p.add_argument("--timeout", type=positive_float, default=d["request_timeout_s"], help="seconds before a 504")
+                   help="most characters per request (default: %(default)s)")
+    p.add_argument("--timeout", type=positive_float, default=d["request_timeout_s"],
+                   help="seconds before a 504 (default: %(default)s)")
     p.add_argument("--body-timeout", type=positive_float, default=d["body_timeout_s"],
-                   help="seconds a client has to send its request body (408 after)")
+                   help="seconds a client has to send its request body (408 after; default: %(default)s)")
     p.add_argument("--header-timeout", type=positive_float, default=d["header_timeout_s"],
-                   help="seconds a client has to send its request headers (connection closed after)")
+                   help="seconds a client has to send its request headers (connection closed after; default: "
+                        "%(default)s)")
     p.add_argument("--max-connections", type=positive_int, default=d["max_connections"],
-                   help="most open connections and requests at once (503 beyond)")
+                   help="most open connections and requests at once (503 beyond; default: %(default)s)")
     p.add_argument("--forwarded-allow-ips", action="append", default=[], metavar="IP", type=_address,
                    help="a reverse proxy whose X-Forwarded-For header names the client (repeatable); without it "
                    "the client is the connection's address, so the header cannot claim a trusted network")
@@ -62,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "chatml, llama3, gemma by their markers), one of those names, none, or a folder with the "
                    "policy's tokenizer")
     p.add_argument("--failure-reward", type=finite_float, default=d["failure_reward"],
-                   help="reward /get_reward gives an item that cannot be scored (never null)")
+                   help="reward /get_reward gives an item that cannot be scored (never null; default: %(default)s)")
     p.set_defaults(func=run)
 
 
