@@ -171,6 +171,14 @@ def test_the_reference_answer_reaches_the_grader(tiny_causal):
                   log_metric=logged.__setitem__) == [None, None] and logged == {}
     with pytest.raises(MissingFieldError, match=r"\['reference'\].*TRL hands the judge the dataset's columns"):
         grader(prompts=prompts, completions=completions)
+    from zyn.errors import InputError
+
+    for bad, got in (("4", "a single str"), (["4"], "1 values")):  # a malformed column is no "does not apply"
+        with pytest.raises(InputError, match=f"column 'solution': {got} for 2 samples"):
+            grader(prompts=prompts, completions=completions, solution=bad)
+    # row by row: a row's reference, else its solution
+    assert grader(prompts=prompts, completions=completions, reference=[None, "7"], solution=["4", "x"]) == \
+        pytest.approx(direct, abs=1e-6)
 
 
 def test_trl_hook_doc_examples():

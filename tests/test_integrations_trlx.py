@@ -70,6 +70,9 @@ def test_a_reference_key_reaches_the_grader(tiny_causal):
     for hook in (reward_fn, metric_fn):
         with pytest.raises(MissingFieldError, match=r"item 1: missing field\(s\) \['reference'\].*trlx hands"):
             hook(samples=samples, prompts=prompts, outputs=outputs, reference=["4", None])
+    # row by row, as TRL and ms-swift read them: a row's reference, else its solution
+    assert reward_fn(samples=samples, prompts=prompts, outputs=outputs, reference=["4", None],
+                     solution=["x", "7"]) == pytest.approx(direct.rewards, abs=1e-6)
     # a prompt set that reads no reference is unaffected by a None one
     plain = TrlxReward(grader.with_prompt("sentiment"))
     assert plain(samples=samples, reference=[None, None]) == pytest.approx(plain(samples=samples), abs=1e-6)

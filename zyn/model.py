@@ -339,18 +339,18 @@ def add_columns(records: list[dict], kwargs: dict, fields: Iterable[str] = ()) -
     for key, values in kwargs.items():
         if key in TRAINER_KWARGS or key in ("prompt", "completion", "text", "messages"):
             continue
-        column = _column(values)
+        column = as_column(values)
         if column is not None and len(column) == len(records):
             for record, value in zip(records, column):
                 record[key] = value
         elif key in fields:
             got = (f"{len(column)} values" if column is not None
                    else f"a single {type(values).__name__}")
-            raise InputError(f"column {key!r}: {got} for {len(records)} samples; the prompt set's templates read "
-                             f"{key!r} per sample: give a list with one value per sample")
+            raise InputError(f"column {key!r}: {got} for {len(records)} samples; it gives a field the prompt set "
+                             "reads, one value per sample: give a list as long as the batch")
 
 
-def _column(values: Any) -> list | None:
+def as_column(values: Any) -> list | None:
     """`values` as a list if it is a column of per-sample values (a list, a tuple, a 1-d
     array), else None."""
     if isinstance(values, (list, tuple)):

@@ -150,6 +150,12 @@ def reference_from_columns(records: list[dict]) -> list[dict]:
     return records
 
 
+def columns_read(fields: Any) -> set[str]:
+    """The dataset columns a prompt set with `fields` reads: its fields, and ``solution``
+    where it reads ``reference`` (the trainers' other name for it)."""
+    return set(fields) | ({SOLUTION} if REFERENCE in fields else set())
+
+
 def judged_rows(records: list[dict], fields: Any, columns: Any) -> list[int]:
     """The indices of the records the judge scores, for trainers that take None as "this
     reward does not apply here" (TRL, ms-swift: a multi-task dataset's rows of another task).

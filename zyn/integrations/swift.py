@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns
-from .shared import judged_rows, reference_from_columns, shared_reward_model, with_advice
+from .shared import columns_read, judged_rows, reference_from_columns, shared_reward_model, with_advice
 
 ADVICE = ("ms-swift hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as swift's accuracy ORM names it), or use a prompt set without the field")
@@ -54,7 +54,7 @@ class ZynORM:
 
     def __call__(self, completions: Sequence[str], **rows: Any) -> list[float | None]:
         rm = self.rm or shared_reward_model(self.model, self.prompt, self.reward)
-        return swift_rewards(rm, swift_records(completions, rows), rows)
+        return swift_rewards(rm, swift_records(completions, rows, rm.prompt_set.fields), rows)
 
 
 class ZynRMPlugin:
@@ -78,7 +78,7 @@ class ZynRMPlugin:
     def __call__(self, inputs: Sequence[dict], **kwargs: Any) -> list[float | None]:
         completions = [row["messages"][-1]["content"] for row in inputs]
         rows = {k: [row.get(k) for row in inputs] for k in inputs[0]} if inputs else {}
-        return swift_rewards(self.rm, swift_records(completions, rows), rows)
+        return swift_rewards(self.rm, swift_records(completions, rows, self.rm.prompt_set.fields), rows)
 
 
 def swift_rewards(rm: ZeroShotRewardModel, records: list[dict], rows: dict) -> list[float | None]:
@@ -99,7 +99,7 @@ def swift_score(rm: ZeroShotRewardModel, records: list[dict]) -> Scores:
         raise with_advice(e, ADVICE) from None
 
 
-def swift_records(completions: Sequence[str], rows: dict) -> list[dict]:
+def swift_records(completions: Sequence[str], rows: dict, fields: Sequence[str] = ()) -> list[dict]:
     """One zyn record per completion: the conversation when ``messages`` ends with it,
     else the completion alone; the other columns become template fields (a ``solution``
     is the ``reference`` too, unless there is one).
@@ -116,7 +116,7 @@ def swift_records(completions: Sequence[str], rows: dict) -> list[dict]:
             records.append({"messages": [{"role": m.get("role", "user"), "content": m["content"]} for m in messages]})
         else:
             records.append({"completion": completion})
-    add_columns(records, rows)
+    add_columns(records, rows, columns_read(fields))
     return reference_from_columns(records)
 
 

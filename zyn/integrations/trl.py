@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch, same_length
-from .shared import judged_rows, reference_from_columns, with_advice
+from .shared import columns_read, judged_rows, reference_from_columns, with_advice
 
 ADVICE = ("TRL hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as TRL's accuracy_reward names it), or use a prompt set without the field")
@@ -65,7 +65,7 @@ class TRLReward:
                                                                               "completions")
         same_length(prompts=prompts, completions=completions)
         records = [trl_record(p, c) for p, c in zip(prompts, completions)]
-        add_columns(records, columns, self.rm.prompt_set.fields)
+        add_columns(records, columns, columns_read(self.rm.prompt_set.fields))
         return reference_from_columns(records)
 
     def score(self, records: list[dict]) -> Scores:

@@ -21,7 +21,8 @@ import math
 from typing import Any, Sequence
 
 from ..errors import MissingFieldError
-from ..model import ZeroShotRewardModel
+from ..model import ZeroShotRewardModel, as_column
+from ..prompts import is_missing
 from .shared import REFERENCE, SOLUTION, failure_reward, with_advice
 
 ADVICE = ("trlx hands the judge the prompt dataset's other keys by name: add a key of that name to each prompt's "
@@ -75,10 +76,13 @@ def trlx_metadata(metadata: dict, fields: Sequence[str]) -> dict:
     {'solution': ['4'], 'split': ['train'], 'reference': ['4']}
     """
     columns = dict(metadata)
-    if columns.get(REFERENCE) is None and columns.get(SOLUTION) is not None:
-        columns[REFERENCE] = columns[SOLUTION]
-    references = columns.get(REFERENCE)
-    absent = [i for i, r in enumerate(references) if r is None] if isinstance(references, (list, tuple)) else []
+    reference, solution = as_column(columns.get(REFERENCE)), as_column(columns.get(SOLUTION))
+    if solution is not None and (reference is None or len(reference) == len(solution)):
+        # row by row, as TRL and ms-swift read them: a row's reference, else its solution
+        columns[REFERENCE] = [s if reference is None or is_missing(reference[i]) else reference[i]
+                              for i, s in enumerate(solution)]
+    references = as_column(columns.get(REFERENCE))
+    absent = [i for i, r in enumerate(references) if is_missing(r)] if references is not None else []
     if REFERENCE in fields and absent:
         raise MissingFieldError(f"item {absent[0]}: missing field(s) ['reference'] that the prompt set's templates use")
     return columns
