@@ -189,3 +189,15 @@ def test_calibration_on_a_tiny_model(tiny_causal):
     texts = ["great film", "awful plot", "good acting", "bad story", "amazing", "dull"]
     pl = platt_calibration(rm, texts, [1, 0, 1, 0, 1, 0])
     assert pl["positive"][0] > 0 and math.isfinite(pl["positive"][1])
+
+
+def test_a_bare_string_is_refused_not_scored_letter_by_letter(tiny_causal):
+    from zyn import ZeroShotRewardModel
+    from zyn.calibration import content_free_calibration, raw_logodds
+    from zyn.errors import InputError
+
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")
+    with pytest.raises(InputError, match="inputs: expected a list of texts or records, got str"):
+        raw_logodds(rm, "good")
+    with pytest.raises(InputError, match="texts: expected a list of texts, got str"):
+        content_free_calibration(rm, "N/A")

@@ -33,6 +33,20 @@ def test_the_callable_adds_columns_in_order(tiny_causal_dir):
     assert [out["p_yes"][0], out["p_yes"][2]] == pytest.approx([expected.p_yes[0], expected.p_yes[2]])
 
 
+def test_a_missing_or_wrong_text_column_is_an_error_not_a_batch_of_nan(tiny_causal_dir):
+    import numpy as np
+
+    from zyn.errors import InputError
+
+    scorer = ZynScorer(tiny_causal_dir, "sentiment")
+    with pytest.raises(InputError, match="no column 'text' \\(field=\\), nor completion or messages; its columns: "
+                                         "body; pass field="):
+        scorer({"body": np.array(["good", "bad"], dtype=object)})
+    with pytest.raises(InputError, match="none of the batch's 2 rows could be scored; the first: .*must be a string"):
+        scorer({"text": np.array([1, 2])})
+    assert len(ZynScorer(tiny_causal_dir, "sentiment", field="body")({"body": np.array(["good"])})["p_yes"]) == 1
+
+
 def test_map_batches_on_an_actor_pool_of_two(tiny_causal_dir, cluster):
     texts = [f"review number {i} " + "great " * (i % 5) for i in range(64)]
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])

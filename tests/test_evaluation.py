@@ -162,3 +162,10 @@ def test_saturated_probabilities_rank_by_their_log_odds():
     assert evaluate(p, [0, 0, 1, 1]).auroc == 0.5
     assert evaluate(p, [0, 0, 1, 1], tiebreak=logodds).auroc == 1.0
     assert evaluate([0.2, 0.2, 0.9], [0, 1, 1], tiebreak=[1.0, 1.0, 5.0]).auroc == 0.75  # true ties stay ties
+
+
+def test_two_folds_of_a_plain_list_split_every_class():
+    from zyn.evaluation import two_folds
+
+    folds = two_folds([0, 0, 1, 1])  # a list compared with a class was one bool: two empty folds
+    assert sorted(int(i) for fold in folds for i in fold) == [0, 1, 2, 3] and all(len(f) == 2 for f in folds)

@@ -106,3 +106,13 @@ def test_swift_doc_examples():
     import doctest
 
     assert doctest.testmod(zyn_swift).failed == 0
+
+
+def test_a_bare_string_is_refused_not_scored_letter_by_letter(tiny_causal):
+    from zyn import ZeroShotRewardModel
+    from zyn.errors import InputError
+
+    orm = zyn_swift.ZynORM(rm=ZeroShotRewardModel(*tiny_causal, prompt="sentiment"))
+    with pytest.raises(InputError, match="completions: expected a list of completions, got str"):
+        orm("Great", trainer_state=None)
+    assert len(orm(["Great"], trainer_state=None)) == 1

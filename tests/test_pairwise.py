@@ -62,6 +62,19 @@ def test_round_robin_and_best_of_n(judge):
     assert rank(c[:1], judge).order == [0]
 
 
+def test_a_bare_string_or_a_malformed_pair_is_refused_not_read_letter_by_letter(judge):
+    from zyn.errors import InputError
+
+    with pytest.raises(InputError, match="candidates: expected a list of texts, got str; wrap a single one"):
+        judge.rank("abc")
+    with pytest.raises(InputError, match="candidates: expected a list of texts, got str"):
+        best_of_n("abc", judge=judge)
+    with pytest.raises(InputError, match="pairs: expected a list of \\(a, b\\) pairs of texts, got str"):
+        judge.compare_many("ab")
+    with pytest.raises(InputError, match=r"pairs: item 1: expected a pair \(a, b\) of texts, got tuple \('x', 'y', 'z'\)"):
+        judge.compare_many([("a", "b"), ("x", "y", "z")])
+
+
 def test_pointwise_ranking_uses_the_reward_model():
     class Pointwise:
         def score(self, inputs):

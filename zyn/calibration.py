@@ -240,8 +240,10 @@ def uncalibrated(prompt_set):
 
 def raw_logodds(model, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
     """Uncalibrated yes-vs-no log-odds of every question of `model`'s prompt set."""
+    from .model import as_batch
+
     raw = model.with_prompt(uncalibrated(model.prompt_set))
-    lo = raw.score_detailed(list(inputs)).logodds
+    lo = raw.score_detailed(as_batch("inputs", inputs)).logodds
     return {k: np.asarray(v, dtype=float) for k, v in lo.items()}
 
 
@@ -253,7 +255,9 @@ def content_free_records(prompt_set, texts: Sequence[str] = CONTENT_FREE_TEXTS) 
 
 def content_free_calibration(model, texts: Sequence[str] = CONTENT_FREE_TEXTS) -> Calibration:
     """{question: (1.0, shift)} with shift = -mean raw log-odds of the content-free inputs."""
-    lo = raw_logodds(model, content_free_records(model.prompt_set, texts))
+    from .model import as_batch
+
+    lo = raw_logodds(model, content_free_records(model.prompt_set, as_batch("texts", texts, "texts")))
     return {name: (1.0, content_free_shift(v)) for name, v in lo.items()}
 
 

@@ -288,6 +288,7 @@ def two_folds(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     >>> [len(half) for half in two_folds(np.array([0, 0, 0, 1, 1]))]   # 1 + 1 and 2 + 1
     [2, 3]
     """
+    labels = np.asarray(labels)  # a list compared with a class is one bool, not a mask
     rng = np.random.default_rng(seed)
     a, b = [], []
     for cls in (0, 1):

@@ -95,7 +95,13 @@ class PairwiseJudge:
     def raw(self, pairs: Sequence[tuple[str, str]], question: str | None = None) -> tuple[list[float], list[float]]:
         """(p_AB, p_BA) for each pair: P(yes) with the first candidate shown as A,
         and with it shown as B. Both orders go in one batch."""
-        pairs = list(pairs)
+        from .model import as_batch
+
+        pairs = as_batch("pairs", pairs, "(a, b) pairs of texts")
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InputError(f"pairs: item {i}: expected a pair (a, b) of texts, got {type(pair).__name__} "
+                                 f"{pair!r:.60}")
         records = [self._record(a, b, question) for a, b in pairs] + [self._record(b, a, question) for a, b in pairs]
         p = self.rm.score(records)
         n = len(pairs)
@@ -158,7 +164,9 @@ def rank(candidates: Sequence[str], judge: PairwiseJudge | None = None, question
          pointwise: Any = None) -> Ranking:
     """Rank `candidates` best first, pairwise (round-robin mean p(win)) with `judge`
     or pointwise with the reward model `pointwise`."""
-    candidates = list(candidates)
+    from .model import as_batch
+
+    candidates = as_batch("candidates", candidates, "texts")
     if not candidates:
         raise InputError("rank: no candidates")
     if pointwise is not None:
@@ -182,5 +190,7 @@ def _mean_scored(values: list[float]) -> float:
 def best_of_n(candidates: Sequence[str], judge: PairwiseJudge | None = None, question: str | None = None,
               pointwise: Any = None) -> str:
     """The top candidate of `rank` (rejection sampling: generate n, keep the best)."""
-    candidates = list(candidates)
+    from .model import as_batch
+
+    candidates = as_batch("candidates", candidates, "texts")
     return candidates[rank(candidates, judge, question, pointwise).best]

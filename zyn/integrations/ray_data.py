@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError, ZynError
 from ..records import as_input
 from .shared import score_each
 
@@ -61,8 +62,17 @@ class ZynScorer:
         lists = {k: _as_list(v) for k, v in columns.items()}
         n = len(next(iter(lists.values()))) if lists else 0
         records = [{k: v[i] for k, v in lists.items()} for i in range(n)]
+        if n and self.field not in columns and not {"completion", "messages"} & set(columns):
+            raise InputError(f"ZynScorer: the batch has no column {self.field!r} (field=), nor completion or messages; "
+                             f"its columns: {', '.join(map(str, columns))}; pass field= the column holding the text")
         # a row that cannot be scored (a null text, a lone surrogate) gets NaN, not the whole batch an error
-        rows = score_each(self.rm, [as_input(r, self.field) for r in records])
+        inputs = [as_input(r, self.field) for r in records]
+        rows = score_each(self.rm, inputs)
+        if n and all(r is None for r in rows):  # a column of the wrong kind, not a few bad rows: say so
+            try:
+                self.rm.score_detailed(inputs[:1])
+            except ZynError as e:
+                raise InputError(f"ZynScorer: none of the batch's {n} rows could be scored; the first: {e}") from None
         nan = float("nan")
         columns["p_yes"] = np.asarray([nan if r is None else r[1] for r in rows], dtype=np.float64)
         columns["reward"] = np.asarray([nan if r is None else r[0] for r in rows], dtype=np.float64)

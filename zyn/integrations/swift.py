@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from ..api import Scores
 from ..errors import MissingFieldError
-from ..model import ZeroShotRewardModel, add_columns
+from ..model import ZeroShotRewardModel, add_columns, as_batch
 from .shared import columns_read, judged_rows, reference_from_columns, shared_reward_model, with_advice
 
 ADVICE = ("ms-swift hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
@@ -53,6 +53,7 @@ class ZynORM:
         self.rm = rm
 
     def __call__(self, completions: Sequence[str], **rows: Any) -> list[float | None]:
+        completions = as_batch("completions", completions, "completions")
         rm = self.rm or shared_reward_model(self.model, self.prompt, self.reward)
         return swift_rewards(rm, swift_records(completions, rows, rm.prompt_set.fields), rows)
 
