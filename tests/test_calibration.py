@@ -201,3 +201,20 @@ def test_a_bare_string_is_refused_not_scored_letter_by_letter(tiny_causal):
         raw_logodds(rm, "good")
     with pytest.raises(InputError, match="texts: expected a list of texts, got str"):
         content_free_calibration(rm, "N/A")
+
+
+def test_apply_calibration_reproduces_the_models_own_scores(tiny_causal):
+    """Unnamed questions keep the prompt set's own calibration, as `calibrated_prompt_set`
+    keeps it: the raw log-odds of a calibrated set re-scored as given are its model's scores."""
+    from zyn import ZeroShotRewardModel
+    from zyn.calibration import apply_calibration, calibrated_prompt_set, raw_logodds
+
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment")  # calibration (1, -1.5)
+    texts = ["good", "bad", "fine"]
+    raw = raw_logodds(rm, texts)
+    assert apply_calibration(raw, rm.prompt_set)[1].tolist() == pytest.approx(rm.score(texts), abs=1e-6)
+    two = rm.with_prompt("sentiment_ensemble")
+    name = two.prompt_set.questions[0].name
+    fitted = calibrated_prompt_set(two.prompt_set, {name: (2.0, 0.5)})
+    assert apply_calibration(raw_logodds(two, texts), two.prompt_set, {name: (2.0, 0.5)})[1].tolist() == \
+        pytest.approx(two.with_prompt(fitted).score(texts), abs=1e-6)

@@ -153,7 +153,8 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
     Args:
         raw_logodds: {question name: raw log-odds per item}.
         prompt_set: gives each question's reward_answer and weight and the combine mode.
-        calibration: {question: (scale, shift)}; questions not named keep (1, 0).
+        calibration: {question: (scale, shift)}; questions not named keep the prompt
+            set's own calibration (None: the prompt set as given, as its model scores).
         penalty: log-odds the prompt set's penalties take off each item
             (`PromptSet.penalty` of the same items); None for none.
 
@@ -175,7 +176,7 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
     columns = [np.asarray(raw_logodds[q.name], dtype=float).ravel().tolist() for q in qs]
     if len({len(col) for col in columns}) > 1:
         raise ValueError(f"raw log-odds of unequal lengths: {[len(col) for col in columns]}")
-    c = combine(list(zip(*columns)), [calibration.get(q.name, (1.0, 0.0)) for q in qs],
+    c = combine(list(zip(*columns)), [calibration.get(q.name, q.calibration) for q in qs],
                 [q.reward_answer for q in qs], [q.weight for q in qs], prompt_set.combine,
                 penalty=None if penalty is None else [float(x) for x in np.asarray(penalty, dtype=float).ravel()])
     return {q.name: np.array(p, dtype=float) for q, p in zip(qs, c.p_yes)}, np.array(c.p_rewarded, dtype=float)
