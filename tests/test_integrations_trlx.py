@@ -42,7 +42,10 @@ def test_metric_fn_as_evaluate_calls_it(rm):
 
 
 def test_reward_fn_never_gives_nan(rm, monkeypatch):
-    monkeypatch.setattr(type(rm), "__call__", lambda self, **kw: [0.5, float("nan")])
+    from zyn.api import Scores
+
+    nan = float("nan")
+    monkeypatch.setattr(type(rm), "score_detailed", lambda self, items: Scores([0.5, nan], [0.5, nan]))
     assert TrlxReward(rm, failure=-3.0)(samples=["a", "b"]) == [0.5, -3.0]
 
 

@@ -311,3 +311,20 @@ def test_a_remote_judges_tokenizer_is_checked_too():
     with pytest.raises(ZynError, match=r"tokenizer: expected the loaded model's tokenizer, got str 'sentiment' "
                                        r"\(a prompt set goes in prompt="):
         ZeroShotRewardModel("openai+http://127.0.0.1:9/v1", "sentiment")
+
+
+def test_one_unscorable_completion_costs_only_its_own_reward(tiny_causal):
+    """TRL and ms-swift take None for it, trlx the failure reward; the others are scored as
+    they would be alone (a lone surrogate cannot be encoded, so no model can read it)."""
+    from zyn.integrations.swift import ZynORM
+    from zyn.integrations.trlx import TrlxReward
+
+    rm = ZeroShotRewardModel(*tiny_causal, prompt="sentiment_robust")
+    alone = rm.as_trl_reward()(prompts=["b"], completions=["A fine film."])[0]
+    trl = rm.as_trl_reward()(prompts=["a", "b"], completions=["\ud800 x", "A fine film."])
+    assert trl[0] is None and trl[1] == pytest.approx(alone, abs=1e-6)
+    swift = ZynORM(rm=rm)(["\ud800 x", "A fine film."])
+    assert swift[0] is None and swift[1] == pytest.approx(rm.score_detailed(["A fine film."]).rewards[0], abs=1e-6)
+    trlx = TrlxReward(rm, failure=-9.0)(samples=["a\ud800", "bA fine film."], prompts=["a", "b"],
+                                        outputs=["\ud800", "A fine film."])
+    assert trlx[0] == -9.0 and trlx[1] == pytest.approx(alone, abs=1e-6)

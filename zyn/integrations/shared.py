@@ -28,6 +28,7 @@ import os
 import threading
 from typing import Any
 
+from ..api import Scores
 from ..errors import InputError, MissingFieldError, PromptError, ZynError
 from ..model import ZeroShotRewardModel
 
@@ -98,21 +99,54 @@ def _env_int(var: str) -> int:
 
 
 def score_each(rm: ZeroShotRewardModel, items: list[dict]) -> list[tuple[float, float, dict] | None]:
-    """(reward, p_yes, per question) per item; an item that cannot be scored is None.
+    """(reward, p_yes, per question) per item; an item that cannot be scored is None
+    (`scores_each`)."""
+    s, failed = scores_each(rm, items)
+    return [None if failed[i] else (s.rewards[i], s.p_yes[i], {n: v[i] for n, v in s.per_question.items()})
+            for i in range(len(items))]
+
+
+def scores_each(rm: ZeroShotRewardModel, items: list[Any], strict: bool = False) -> tuple[Scores, list[bool]]:
+    """The judge's scores of `items`, and which of them could not be scored (their values NaN).
 
     The items are scored together; if that fails on content, each is scored alone so
     one bad item does not cost the others their rewards. A field the prompt set needs
-    and the data lacks (`MissingFieldError`) is raised: it would fail every item alike.
+    and the data lacks (`MissingFieldError`) is raised: it would fail every item alike;
+    with `strict`, so is the first item's error where no item could be scored (a batch
+    in a format the judge cannot read, rather than a few bad items).
     """
     try:
-        s = rm.score_detailed(items)
-        return [(s.rewards[i], s.p_yes[i], {n: v[i] for n, v in s.per_question.items()}) for i in range(len(items))]
+        return rm.score_detailed(items), [False] * len(items)
     except MissingFieldError:
         raise
     except (InputError, PromptError):
-        if len(items) == 1:
-            return [None]
-        return [row for item in items for row in score_each(rm, [item])]
+        if len(items) <= 1:
+            if strict:
+                raise
+            return _unscored(rm, len(items)), [True] * len(items)
+    parts = [scores_each(rm, [item]) for item in items]
+    failed = [f for _, fs in parts for f in fs]
+    if strict and all(failed):
+        scores_each(rm, items[:1], strict=True)  # raises the first item's error
+    return _joined([p for p, _ in parts]), failed
+
+
+def _unscored(rm: ZeroShotRewardModel, n: int) -> Scores:
+    nan = [math.nan] * n
+    names = [q.name for q in rm.prompt_set.questions]
+    return Scores(list(nan), list(nan), {q: list(nan) for q in names}, {q: list(nan) for q in names},
+                  [math.nan] * n if rm.prompt_set.penalties else [])
+
+
+def _joined(parts: list[Scores]) -> Scores:
+    """One call's Scores from those of its items scored apart."""
+    names = list(parts[0].per_question)
+    flags = {q: [f for p in parts for f in p.flags.get(q, ["ok"] * len(p.p_yes))] for q in names} \
+        if any(p.flags for p in parts) else {}
+    return Scores([v for p in parts for v in p.p_yes], [v for p in parts for v in p.rewards],
+                  {q: [v for p in parts for v in p.per_question[q]] for q in names},
+                  {q: [v for p in parts for v in p.logodds[q]] for q in names},
+                  [v for p in parts for v in p.penalty], sum(p.truncated for p in parts), flags)
 
 
 REFERENCE = "reference"  # the field the shipped prompt sets read a reference answer from

@@ -30,7 +30,8 @@ from typing import Any, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch
-from .shared import columns_read, judged_rows, reference_from_columns, shared_reward_model, with_advice
+from .shared import (columns_read, judged_rows, reference_from_columns, scores_each, shared_reward_model,
+                     with_advice)
 
 ADVICE = ("ms-swift hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as swift's accuracy ORM names it), or use a prompt set without the field")
@@ -93,9 +94,10 @@ def swift_rewards(rm: ZeroShotRewardModel, records: list[dict], rows: dict) -> l
 
 
 def swift_score(rm: ZeroShotRewardModel, records: list[dict]) -> Scores:
-    """The judge's scores; a field the dataset lacks is raised with ms-swift's advice."""
+    """The judge's scores (NaN for a row that could not be scored, `scores_each`); a field
+    the dataset lacks is raised with ms-swift's advice."""
     try:
-        return rm.score_detailed(records)
+        return scores_each(rm, records, strict=True)[0]
     except MissingFieldError as e:  # every batch would fail alike: the dataset and the prompt set differ
         raise with_advice(e, ADVICE) from None
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 from ..api import Scores
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch, same_length
-from .shared import columns_read, judged_rows, reference_from_columns, with_advice
+from .shared import columns_read, judged_rows, reference_from_columns, scores_each, with_advice
 
 ADVICE = ("TRL hands the judge the dataset's columns by name: add a column of that name (the reference answer: "
           "'reference', or 'solution' as TRL's accuracy_reward names it), or use a prompt set without the field")
@@ -69,9 +69,10 @@ class TRLReward:
         return reference_from_columns(records)
 
     def score(self, records: list[dict]) -> Scores:
-        """The judge's scores; a field the dataset lacks is raised with TRL's advice."""
+        """The judge's scores (NaN for a row that could not be scored, `scores_each`); a
+        field the dataset lacks is raised with TRL's advice."""
         try:
-            return self.rm.score_detailed(records)
+            return scores_each(self.rm, records, strict=True)[0]
         except MissingFieldError as e:  # every batch would fail alike: the dataset and the prompt set differ
             raise with_advice(e, ADVICE) from None
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from ..errors import MissingFieldError
 from ..model import ZeroShotRewardModel, as_column
 from ..prompts import is_missing
-from .shared import REFERENCE, SOLUTION, failure_reward, with_advice
+from .shared import REFERENCE, SOLUTION, failure_reward, scores_each, with_advice
 
 ADVICE = ("trlx hands the judge the prompt dataset's other keys by name: add a key of that name to each prompt's "
           "dict (the reference answer: 'reference' or 'solution'), or use a prompt set without the field")
@@ -44,7 +44,8 @@ class TrlxReward:
         fail = failure_reward() if self.failure is None else self.failure
         try:
             metadata = trlx_metadata(kwargs, self.rm.prompt_set.fields)
-            rewards = self.rm(samples=samples, prompts=prompts, outputs=outputs, **metadata)
+            records = self.rm._trlx_records(samples, prompts, outputs, metadata)
+            rewards = scores_each(self.rm, records, strict=True)[0].rewards  # a row that cannot be scored: NaN, then `fail`
         except MissingFieldError as e:  # every batch would fail alike: the data and the prompt set differ
             raise with_advice(e, ADVICE) from None
         return [r if math.isfinite(r) else fail for r in rewards]
