@@ -169,3 +169,12 @@ def test_two_folds_of_a_plain_list_split_every_class():
 
     folds = two_folds([0, 0, 1, 1])  # a list compared with a class was one bool: two empty folds
     assert sorted(int(i) for fold in folds for i in fold) == [0, 1, 2, 3] and all(len(f) == 2 for f in folds)
+
+
+def test_nan_and_infinite_scores_are_told_apart():
+    from zyn.evaluation import auroc, evaluate
+
+    with pytest.raises(ValueError, match="scores contain NaN; drop them first"):
+        auroc([0.1, float("nan"), 0.9], [0, 1, 1])
+    with pytest.raises(ValueError, match="scores contain infinite values"):  # evaluate drops NaN, not inf
+        evaluate([0.1, float("inf"), 0.9], [0, 1, 1])

@@ -30,8 +30,11 @@ def _arrays(scores: Sequence[float], labels: Sequence) -> tuple[np.ndarray, np.n
         raise ValueError(f"{len(s)} scores but {len(y)} labels")
     if s.size == 0:
         raise ValueError("no scores to evaluate")
+    if np.any(np.isnan(s)):
+        raise ValueError("scores contain NaN; drop them first (`evaluate` does, and reports how many)")
     if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values; drop them first (see `evaluate`)")
+        raise ValueError("scores contain infinite values, which no metric here reads: P(yes) lies in [0, 1] "
+                         "(an infinite log-odds is P 0 or 1)")
     return s, y
 
 
