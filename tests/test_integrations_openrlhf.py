@@ -296,3 +296,16 @@ def test_plain_text_policy_is_judged_as_the_other_hooks_judge_it(tiny_causal):
     trl = rm.as_trl_reward()(prompts=prompts, completions=responses)
     direct = rm.score_detailed([p + r for p, r in zip(prompts, responses)]).rewards
     assert got == pytest.approx(trl, abs=1e-5) and got == pytest.approx(direct, abs=1e-5)
+
+
+def test_queries_of_the_wrong_kind_and_a_bad_policy_tokenizer_are_named(monkeypatch, tmp_path):
+    from zyn.errors import InputError, ZynError
+
+    with pytest.raises(InputError, match="queries: item 0: expected a string .*got int"):
+        zyn_openrlhf.openrlhf_records([5], ["p"], [""])
+    with pytest.raises(InputError, match="labels: expected a list of labels, got str"):
+        zyn_openrlhf.openrlhf_records(["q1", "q2"], None, "ab")
+    monkeypatch.setenv("ZYN_POLICY_TOKENIZER", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ZynError, match="ZYN_POLICY_TOKENIZER=.*nowhere.*cannot load a tokenizer there"):
+        zyn_openrlhf.env_chat_format()

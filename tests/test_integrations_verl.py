@@ -250,3 +250,14 @@ def test_a_none_ground_truth_is_no_reference(tiny_causal):
     assert none["failed"] == 0.0
     assert none["score"] == pytest.approx(sentiment(data_source="x", solution_str="A gem.", ground_truth="y")["score"],
                                           abs=1e-6)
+
+
+def test_a_hook_built_on_a_reward_model_refuses_to_switch_it_per_call(tiny_causal):
+    from zyn import ZeroShotRewardModel
+    from zyn.errors import ZynError
+    from zyn.integrations.verl import VerlReward
+
+    hook = VerlReward(ZeroShotRewardModel(*tiny_causal, prompt="sentiment"))
+    with pytest.raises(ZynError, match=r"\['prompt'\] given to a VerlReward built on a reward model \('sentiment'\)"):
+        hook(data_source="d", solution_str="x", ground_truth=None, extra_info={}, prompt="answer_grader")
+    assert set(hook(data_source="d", solution_str="x", ground_truth=None, extra_info={})) >= {"score", "failed"}

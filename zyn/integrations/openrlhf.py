@@ -35,7 +35,7 @@ import os
 import threading
 from typing import Any, Sequence
 
-from zyn.errors import InputError, MissingFieldError
+from zyn.errors import InputError, MissingFieldError, ZynError
 from zyn.integrations.chatformat import ChatFormat, resolve_chat_format, split_query
 from zyn.integrations.shared import failure_reward, score_each, set_reference, shared_reward_model, with_advice
 from zyn.model import ZeroShotRewardModel, as_batch
@@ -97,6 +97,13 @@ def openrlhf_records(queries: Sequence[str], prompts: Sequence[str] | None, labe
     """One zyn record per query: `split_query` of each, plus its label's fields (`label_fields`)."""
     queries = as_batch("queries", queries, "strings")
     prompts = as_batch("prompts", prompts, "strings") if prompts is not None else [None] * len(queries)
+    labels = as_batch("labels", labels, "labels") if labels is not None else None
+    for name, values in (("queries", queries), ("prompts", prompts)):
+        bad = next((i for i, v in enumerate(values)
+                    if not isinstance(v, str) and not (name == "prompts" and v is None)), None)
+        if bad is not None:
+            raise InputError(f"{name}: item {bad}: expected a string (the policy's decoded text), got "
+                             f"{type(values[bad]).__name__}")
     if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
         raise InputError(f"queries ({len(queries)}), prompts ({len(prompts)}) and labels "
                          f"({'-' if labels is None else len(labels)}) differ in length")
@@ -132,7 +139,13 @@ def env_chat_format() -> ChatFormat | str | None:
                 from zyn.models import hub
 
                 only = {"local_files_only": True} if not os.path.isdir(path) and hub.unreachable() else {}
-                _policy_tokenizers[path] = resolve_chat_format(AutoTokenizer.from_pretrained(path, **only))
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(path, **only)
+                except (OSError, ValueError) as e:
+                    raise ZynError(f"ZYN_POLICY_TOKENIZER={path!r}: cannot load a tokenizer there "
+                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give the policy's "
+                                   "folder or hub id, or set ZYN_CHAT_FORMAT instead") from None
+                _policy_tokenizers[path] = resolve_chat_format(tokenizer)
             return _policy_tokenizers[path]
     return os.environ.get("ZYN_CHAT_FORMAT") or None
 

@@ -88,7 +88,12 @@ class VerlReward:
             hints = "; ".join(f"did you mean {near[k][0]!r} for {k!r}?" for k in unknown if near[k])
             raise ZynError(f"compute_score: unknown keyword(s) {unknown} (custom_reward_function.reward_kwargs?); "
                            f"zyn reads {', '.join(MODEL_KWARGS)}" + (f"; {hints}" if hints else ""))
-        rm = self.rm or shared_reward_model(**{k: kwargs[k] for k in MODEL_KWARGS if k in kwargs})
+        chosen = {k: kwargs[k] for k in MODEL_KWARGS if k in kwargs}
+        if self.rm is not None and chosen:  # a hook built on one reward model cannot switch it per call
+            raise ZynError(f"compute_score: {sorted(chosen)} given to a VerlReward built on a reward model "
+                           f"({self.rm.prompt_set.name!r}); build it with that model or prompt set "
+                           "(rm.with_prompt(...)), or use zyn.integrations.verl.compute_score, which reads them")
+        rm = self.rm or shared_reward_model(**chosen)
         if batch:
             if "solution_strs" not in batch:
                 raise ZynError(f"compute_score: the batch form needs solution_strs=, got {sorted(batch)}")
