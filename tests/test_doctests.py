@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["zyn.scoring", "zyn.calibration", "zyn.evaluation", "zyn.prompts", "zyn.textstats", "zyn.answers", "zyn.api", "zyn.probe",
            "zyn.backends.remote.protocols", "zyn.integrations.chatformat", "zyn.corpus.select", "zyn.corpus.shards",
-           "experiments.common.hacking", "zyn.backends.tokens"]
+           "experiments.common.hacking", "zyn.backends.tokens", "zyn.integrations.shared"]
 # These document their maths with examples; finding none means the runner lost them.
 MUST_HAVE_EXAMPLES = {"zyn.scoring", "zyn.calibration", "zyn.evaluation"}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

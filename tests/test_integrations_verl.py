@@ -261,3 +261,15 @@ def test_a_hook_built_on_a_reward_model_refuses_to_switch_it_per_call(tiny_causa
     with pytest.raises(ZynError, match=r"\['prompt'\] given to a VerlReward built on a reward model \('sentiment'\)"):
         hook(data_source="d", solution_str="x", ground_truth=None, extra_info={}, prompt="answer_grader")
     assert set(hook(data_source="d", solution_str="x", ground_truth=None, extra_info={})) >= {"score", "failed"}
+
+
+def test_a_ground_truth_of_several_answers_or_an_array_reads_as_text():
+    import numpy as np
+    import torch
+
+    from zyn.integrations.shared import set_reference
+
+    assert set_reference({}, ["42", "42.0"]) == {"reference": "42 or 42.0"}  # was "['42', '42.0']"
+    assert set_reference({}, np.array(["42", "42.0"])) == {"reference": "42 or 42.0"}
+    assert set_reference({}, torch.tensor(4)) == {"reference": "4"}  # was "tensor(4)"
+    assert set_reference({}, [None, float("nan")]) == {}

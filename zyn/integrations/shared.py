@@ -154,14 +154,22 @@ SOLUTION = "solution"    # TRL's and ms-swift's name for it (trl.rewards.accurac
 
 
 def set_reference(record: dict, value: Any) -> dict:
-    """`record` with a trainer's reference answer as its ``reference`` field (as text);
-    None leaves the field absent, as a reference the trainer does not have.
+    """`record` with a trainer's reference answer as its ``reference`` field (as text: a
+    number as written, an array's items joined by "or"); None (or NaN) leaves the field
+    absent, as a reference the trainer does not have.
 
     >>> set_reference({"completion": "42"}, 42), set_reference({"completion": "42"}, None)
     ({'completion': '42', 'reference': '42'}, {'completion': '42'})
+    >>> set_reference({}, ["42", "42.0"])   # several accepted answers (a list, an array)
+    {'reference': '42 or 42.0'}
     """
     from ..prompts import is_missing
 
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy, torch: a scalar or a list
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):  # several accepted answers
+        value = [v for v in value if not is_missing(v)]
+        value = " or ".join(v if isinstance(v, str) else str(v) for v in value) if value else None
     if not is_missing(value):
         record[REFERENCE] = value if isinstance(value, str) else str(value)
     return record

@@ -113,7 +113,8 @@ def trl_record(prompt: Any, completion: Any) -> dict:
     if isinstance(completion, list):  # conversational: message lists
         history = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
         return {"messages": history + list(completion)}
-    return {"prompt": prompt if isinstance(prompt, str) else str(prompt), "completion": completion}
+    return {"prompt": prompt if isinstance(prompt, str) else "" if prompt is None else str(prompt),
+            "completion": completion}
 
 
 def nanmean(values: Sequence[float]) -> float:
