@@ -309,3 +309,19 @@ def test_queries_of_the_wrong_kind_and_a_bad_policy_tokenizer_are_named(monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ZynError, match="ZYN_POLICY_TOKENIZER=.*nowhere.*cannot load a tokenizer there"):
         zyn_openrlhf.env_chat_format()
+
+
+def test_a_chat_format_the_text_does_not_use_is_warned_about():
+    import warnings
+
+    from zyn.integrations.chatformat import split_query
+
+    prompt = "<|im_start|>user\nReview<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.warns(UserWarning, match="chat format 'llama3' was chosen, but .* has chatml's markers.*"
+                                         "ZYN_CHAT_FORMAT=chatml"):
+        split_query(prompt + "Sure.<|im_end|>", prompt, "llama3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right format, plain text, or "none": no warning
+        split_query(prompt + "Sure.<|im_end|>", prompt, "chatml")
+        split_query("Review: a gem", "Review:", "llama3")
+        split_query(prompt + "Sure.<|im_end|>", prompt, "none")

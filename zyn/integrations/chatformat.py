@@ -15,6 +15,7 @@ chat template (`ChatFormat.from_tokenizer`), or guessed from the markers in the 
 from __future__ import annotations
 
 import re
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +145,20 @@ _TELLS = (("<|im_start|>", CHATML), ("<|start_header_id|>", LLAMA3), ("<start_of
 _from_tokenizers: "weakref.WeakKeyDictionary[Any, ChatFormat]" = weakref.WeakKeyDictionary()
 
 
+def _warn_if_foreign(fmt: ChatFormat, text: str) -> None:
+    """Warn (once per process: a warning's place) where a named format was chosen and the
+    text has none of its turns but another named format's markers: the judge would read
+    the policy's chat markup as text."""
+    if fmt.name not in FORMATS or fmt is NONE or (fmt._pattern and fmt._pattern.search(text)):
+        return
+    other = next((f for tell, f in _TELLS if f is not fmt and tell in text), None)
+    if other is not None:
+        warnings.warn(f"zyn: chat format {fmt.name!r} was chosen, but the policy's text has none of its turns and "
+                      f"has {other.name}'s markers; the judge reads that markup as text. Set the policy's format "
+                      f"(ZYN_CHAT_FORMAT={other.name}, --policy-chat-format {other.name}, or auto)", UserWarning,
+                      stacklevel=3)
+
+
 def resolve_chat_format(spec: Any = None, text: str = "") -> ChatFormat:
     """A `ChatFormat` from a name, a tokenizer (cached per tokenizer), a ChatFormat, or
     None (guessed from `text`: the first named format whose markers it contains, else "none").
@@ -200,6 +215,7 @@ def split_query(query: str, prompt: str | None = None, chat_format: Any = None) 
     {'prompt': 'I loved this', 'completion': ' movie, it'}
     """
     fmt = resolve_chat_format(chat_format, query)
+    _warn_if_foreign(fmt, query)
     if prompt and query.startswith(prompt):
         preamble, turns = fmt.turns(prompt)
         if turns and turns[-1] == ("assistant", ""):  # the generation prompt that opened the response
