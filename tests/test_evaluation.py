@@ -178,3 +178,11 @@ def test_nan_and_infinite_scores_are_told_apart():
         auroc([0.1, float("nan"), 0.9], [0, 1, 1])
     with pytest.raises(ValueError, match="scores contain infinite values"):  # evaluate drops NaN, not inf
         evaluate([0.1, float("inf"), 0.9], [0, 1, 1])
+
+
+def test_a_tiebreak_of_another_length_is_named():
+    from zyn.evaluation import auroc, evaluate
+
+    for fn in (auroc, evaluate):
+        with pytest.raises(ValueError, match="2 tiebreak values for 3 scores"):
+            fn([0.5, 0.5, 0.5], [0, 1, 1], tiebreak=[1, 2])

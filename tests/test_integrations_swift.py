@@ -116,3 +116,19 @@ def test_a_bare_string_is_refused_not_scored_letter_by_letter(tiny_causal):
     with pytest.raises(InputError, match="completions: expected a list of completions, got str"):
         orm("Great", trainer_state=None)
     assert len(orm(["Great"], trainer_state=None)) == 1
+
+
+def test_conversations_of_another_count_are_named_and_a_class_name_is_never_shadowed(tiny_causal):
+    from zyn import ZeroShotRewardModel
+    from zyn.errors import InputError
+
+    orm = zyn_swift.ZynORM(rm=ZeroShotRewardModel(*tiny_causal, prompt="sentiment"))
+    one = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a"}]
+    with pytest.raises(InputError, match="messages: 1 conversations for 2 completions"):
+        orm(["a", "b"], messages=[one])
+    original = zyn_swift.ZynORM
+    cls = zyn_swift.register("ZynORM", prompt="sentiment")
+    assert zyn_swift.ZynORM is original and cls.__name__ == "ZynORM_ZynORM"
+    from swift.rewards import orms
+
+    orms.pop("ZynORM", None)

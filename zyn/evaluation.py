@@ -97,6 +97,8 @@ def auroc(scores: Sequence[float], labels: Sequence, tiebreak: Sequence[float] |
         return math.nan
     if tiebreak is not None:  # rank by (score, tiebreak): the tiebreak only splits equal scores
         t = np.asarray(tiebreak, dtype=float).ravel()
+        if t.shape != s.shape:
+            raise ValueError(f"{len(t)} tiebreak values for {len(s)} scores")
         order = np.lexsort((t, s))
         key = np.stack([s[order], t[order]], axis=1)
         distinct = np.concatenate([[True], np.any(key[1:] != key[:-1], axis=1)])
@@ -238,6 +240,8 @@ def evaluate(scores: Sequence[float], labels: Sequence, n_bins: int = DEFAULT_BI
     if s.shape != y.shape:
         raise ValueError(f"{len(s)} scores but {len(y)} labels")
     keep = ~np.isnan(s)
+    if tiebreak is not None and np.asarray(tiebreak).size != s.size:
+        raise ValueError(f"{np.asarray(tiebreak).size} tiebreak values for {len(s)} scores")
     t = None if tiebreak is None else np.nan_to_num(np.asarray(tiebreak, dtype=float).ravel()[keep])
     s, y = s[keep], y[keep]
     dropped = int((~keep).sum())

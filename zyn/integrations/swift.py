@@ -28,7 +28,7 @@ import sys
 from typing import Any, Sequence
 
 from ..api import Scores
-from ..errors import MissingFieldError
+from ..errors import InputError, MissingFieldError
 from ..model import ZeroShotRewardModel, add_columns, as_batch
 from .shared import (columns_read, judged_rows, reference_from_columns, scores_each, shared_reward_model,
                      with_advice)
@@ -113,6 +113,9 @@ def swift_records(completions: Sequence[str], rows: dict, fields: Sequence[str] 
     ({'role': 'assistant', 'content': 'Hi!'}, 'x', 'x')
     """
     conversations = rows.get("messages") or [None] * len(completions)
+    if len(conversations) != len(completions):
+        raise InputError(f"messages: {len(conversations)} conversations for {len(completions)} completions; ms-swift "
+                         "passes one per completion")
     records = []
     for completion, messages in zip(completions, conversations, strict=True):
         if _ends_with(messages, completion):
@@ -153,7 +156,8 @@ def register_rm_plugin(name: str = "zyn", prompt: str | None = None, reward: str
 def _named(base: type, name: str, **attrs: Any) -> type:
     cls_name = "".join(ch if ch.isalnum() else "_" for ch in name)
     taken = getattr(sys.modules[__name__], cls_name, None)
-    if not cls_name.isidentifier() or (taken is not None and not (isinstance(taken, type) and issubclass(taken, base))):
+    if not cls_name.isidentifier() or cls_name == base.__name__ or \
+            (taken is not None and not (isinstance(taken, type) and issubclass(taken, base))):
         cls_name = f"{base.__name__}_{cls_name}"  # never shadow this module's own names
     cls = type(cls_name, (base,), {**attrs, "__module__": __name__, "__qualname__": cls_name})
     setattr(sys.modules[__name__], cls_name, cls)  # found by pickle, by name
