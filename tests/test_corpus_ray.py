@@ -47,6 +47,19 @@ def test_a_missing_or_wrong_text_column_is_an_error_not_a_batch_of_nan(tiny_caus
     assert len(ZynScorer(tiny_causal_dir, "sentiment", field="body")({"body": np.array(["good"])})["p_yes"]) == 1
 
 
+def test_every_batch_format_of_ray_comes_back_in_its_format(tiny_causal_dir):
+    pa = pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+
+    scorer = ZynScorer(tiny_causal_dir, "sentiment")
+    want = ZeroShotRewardModel(tiny_causal_dir, prompt="sentiment").score(["good", "bad"])
+    table = scorer(pa.table({"id": [1, 2], "text": ["good", "bad"]}))  # batch_format="pyarrow"
+    assert isinstance(table, pa.Table) and table.column_names == ["id", "text", "p_yes", "reward"]
+    assert table.column("p_yes").to_pylist() == pytest.approx(want)
+    frame = scorer(pd.DataFrame({"text": ["good", "bad"]}))  # batch_format="pandas"
+    assert isinstance(frame, pd.DataFrame) and list(frame["p_yes"]) == pytest.approx(want)
+
+
 def test_map_batches_on_an_actor_pool_of_two(tiny_causal_dir, cluster):
     texts = [f"review number {i} " + "great " * (i % 5) for i in range(64)]
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])

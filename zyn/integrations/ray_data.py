@@ -55,10 +55,17 @@ class ZynScorer:
         self.names = [q.name for q in self.rm.prompt_set.questions]
 
     def __call__(self, batch):
-        """A batch (dict of numpy arrays, or a pandas DataFrame) with the score columns added."""
+        """A batch (dict of numpy arrays, a pandas DataFrame or a pyarrow Table: Ray's
+        batch formats) with the score columns added, in the same format."""
         import numpy as np
 
-        columns = {k: batch[k] for k in batch.columns} if hasattr(batch, "columns") else dict(batch)
+        arrow = hasattr(batch, "to_pydict") and hasattr(batch, "column_names")
+        if arrow:
+            columns = batch.to_pydict()
+        elif hasattr(batch, "columns"):
+            columns = {k: batch[k] for k in batch.columns}
+        else:
+            columns = dict(batch)
         lists = {k: _as_list(v) for k, v in columns.items()}
         n = len(next(iter(lists.values()))) if lists else 0
         records = [{k: v[i] for k, v in lists.items()} for i in range(n)]
@@ -80,6 +87,8 @@ class ZynScorer:
             for name in self.names:
                 columns[f"p_yes/{name}"] = np.asarray([nan if r is None else r[2][name] for r in rows],
                                                       dtype=np.float64)
+        if arrow:
+            return type(batch).from_pydict(columns)
         if hasattr(batch, "columns"):
             import pandas as pd
 
