@@ -218,3 +218,14 @@ def test_apply_calibration_reproduces_the_models_own_scores(tiny_causal):
     fitted = calibrated_prompt_set(two.prompt_set, {name: (2.0, 0.5)})
     assert apply_calibration(raw_logodds(two, texts), two.prompt_set, {name: (2.0, 0.5)})[1].tolist() == \
         pytest.approx(two.with_prompt(fitted).score(texts), abs=1e-6)
+
+
+def test_apply_calibration_refuses_what_a_prompt_set_would():
+    from zyn.calibration import apply_calibration
+    from zyn.prompts import load_prompt_set
+
+    ps = load_prompt_set({"name": "one", "questions": [{"name": "q", "template": "{{ text }}?"}]})
+    with pytest.raises(ValueError, match=r"calibration names \['qq'\], not questions of 'one' \(q\)"):
+        apply_calibration({"q": [0.0]}, ps, {"qq": (1.0, 0.0)})
+    with pytest.raises(ValueError, match="a negative scale would reverse"):
+        apply_calibration({"q": [0.0]}, ps, {"q": (-1.0, 0.0)})

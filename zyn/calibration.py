@@ -173,6 +173,14 @@ def apply_calibration(raw_logodds: Mapping[str, Sequence[float]], prompt_set,
     """
     calibration = calibration or {}
     qs = prompt_set.questions
+    unknown = sorted(set(calibration) - {q.name for q in qs})
+    if unknown:
+        raise ValueError(f"calibration names {unknown}, not questions of {prompt_set.name!r} "
+                         f"({', '.join(q.name for q in qs)})")
+    for name, (scale, shift) in calibration.items():
+        if not (math.isfinite(scale) and scale > 0 and math.isfinite(shift)):
+            raise ValueError(f"calibration of {name!r}: needs a finite positive scale and a finite shift, got "
+                             f"({scale!r}, {shift!r}); a negative scale would reverse the question's ranking")
     columns = [np.asarray(raw_logodds[q.name], dtype=float).ravel().tolist() for q in qs]
     if len({len(col) for col in columns}) > 1:
         raise ValueError(f"raw log-odds of unequal lengths: {[len(col) for col in columns]}")
