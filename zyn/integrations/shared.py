@@ -31,6 +31,7 @@ from typing import Any
 from ..api import Scores
 from ..errors import InputError, MissingFieldError, PromptError, ZynError
 from ..model import ZeroShotRewardModel
+from ..prompts import is_missing
 
 _lock = threading.Lock()
 _models: dict[tuple, ZeroShotRewardModel] = {}    # (model, options) -> first reward model loaded
@@ -163,8 +164,6 @@ def set_reference(record: dict, value: Any) -> dict:
     >>> set_reference({}, ["42", "42.0"])   # several accepted answers (a list, an array)
     {'reference': '42 or 42.0'}
     """
-    from ..prompts import is_missing
-
     if hasattr(value, "tolist") and not isinstance(value, str):  # numpy, torch: a scalar or a list
         value = value.tolist()
     if isinstance(value, (list, tuple)):  # several accepted answers
@@ -183,8 +182,6 @@ def reference_from_columns(records: list[dict]) -> list[dict]:
     >>> reference_from_columns([{"solution": "4"}, {"reference": None, "solution": None}, {"reference": "5"}])
     [{'solution': '4', 'reference': '4'}, {'solution': None}, {'reference': '5'}]
     """
-    from ..prompts import is_missing
-
     for record in records:
         if is_missing(record.get(REFERENCE)):
             record.pop(REFERENCE, None)
@@ -214,8 +211,6 @@ def judged_rows(records: list[dict], fields: Any, columns: Any) -> list[int]:
     >>> judged_rows([{"reference": "4"}, {}], ["reference"], [])
     [0, 1]
     """
-    from ..prompts import is_missing
-
     given = set(columns) | ({REFERENCE} if SOLUTION in columns else set())
     kept = []
     for i, record in enumerate(records):
