@@ -110,8 +110,7 @@ def _printed(value: Any) -> Any:
     """What ``{{ ... }}`` prints, refusing a missing value: None, a float NaN and pandas'
     NA/NaT (a dataset's empty cell) would print as "None" or "nan" and be judged as text.
     Tests such as ``{% if question %}`` still see them."""
-    if value is None or (isinstance(value, float) and value != value) or type(value).__name__ in ("NAType",
-                                                                                                     "NaTType"):
+    if is_missing(value):
         raise _MissingValue(value)
     return value
 
@@ -601,9 +600,7 @@ def _printed_missing(template: jinja2.Template, ctx: dict[str, Any]) -> list[str
     for name in missing:
         try:
             template.render({**filled, name: ctx[name]})
-        except _MissingValue:
-            printed.append(name)
-        except Exception:  # noqa: BLE001 - the value matters elsewhere too: name it
+        except Exception:  # noqa: BLE001 - printed (_MissingValue), or it matters elsewhere too: name it
             printed.append(name)
     return sorted(printed)
 
@@ -614,11 +611,8 @@ def is_missing(value: Any) -> bool:
     >>> is_missing(None), is_missing(float("nan")), is_missing(""), is_missing(0)
     (True, True, False, False)
     """
-    try:
-        _printed(value)
-    except _MissingValue:
-        return True
-    return False
+    return value is None or (isinstance(value, float) and value != value) or \
+        type(value).__name__ in ("NAType", "NaTType")
 
 
 def _fresh_tag(ctx: dict[str, Any]) -> str:

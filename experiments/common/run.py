@@ -93,25 +93,25 @@ class Run:
                                   "or use --trainer grpo / rloo")
         self.prompt_set = _over_prompts("prompts", load_prompt_set(cfg["prompts"]))
         self.device = resolve_device(cfg["device"])
-        for role in ("policy", "judge"):
-            if resolve(cfg[role]).kind == "remote" and role == "policy":  # unknown preset, missing file: ModelError
-                raise ExperimentError(f"policy {cfg['policy']!r} is a remote server; the policy is trained here, "
-                                      "so it must be weights: a preset, a local folder or a hub id (a remote "
-                                      "server may be the judge)")
-        if cfg["judge_dtype"] is not None:
+        resolve(cfg["judge"])  # an unknown preset, a missing file: a one-line ModelError
+        if resolve(cfg["policy"]).kind == "remote":
+            raise ExperimentError(f"policy {cfg['policy']!r} is a remote server; the policy is trained here, "
+                                  "so it must be weights: a preset, a local folder or a hub id (a remote "
+                                  "server may be the judge)")
+        if cfg["judge_dtype"] not in (None, "auto", "fast"):
             from zyn.backends.hf.precision import parse_dtype
 
-            if cfg["judge_dtype"] not in ("auto", "fast"):
-                try:
-                    parse_dtype(cfg["judge_dtype"])
-                except ZynError as e:
-                    raise ExperimentError(f"judge_dtype: {one_line(e)}") from None
+            try:
+                parse_dtype(cfg["judge_dtype"])
+            except ZynError as e:
+                raise ExperimentError(f"judge_dtype: {one_line(e)}") from None
         if cfg["trainer"] != "trlx":
             _, config_class = trl_classes(cfg["trainer"])
-            unknown = sorted(set(cfg["trl"]) - {f.name for f in dataclasses.fields(config_class)})
+            known = [f.name for f in dataclasses.fields(config_class)]
+            unknown = sorted(set(cfg["trl"]) - set(known))
             if unknown:
                 raise ExperimentError(f"{config_class.__name__} has no field(s) {', '.join(unknown)} (config key "
-                                      f"'trl'){_nearest(unknown[0], [f.name for f in dataclasses.fields(config_class)])}")
+                                      f"'trl'){_nearest(unknown[0], known)}")
         self.monitor_sets = {}
         for name in cfg["monitors"]:
             if name != "vader":
